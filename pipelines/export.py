@@ -3,7 +3,8 @@
 Reads ``RUN_DIR/model.keras`` (the EMA network), ``schedule.json``,
 ``config.json`` (its ``sampling`` section: spacing and x̂₀ clipping are baked
 in) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically
-(:func:`tfddim.export.export_saved_model`).
+(:func:`tfddim.export.export_saved_model`); with ``--onnx`` also ``onnx/``
+(tf2onnx graphs of ``sample_with_noise`` and ``encode``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import sys
 
 
-def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models", overwrite: bool = False) -> str:
+def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models", overwrite: bool = False,
+        onnx: bool = False) -> str:
     import keras
 
     import tfddim.models  # noqa: F401  (registers the networks for load_model)
@@ -40,9 +42,12 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
     network = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     path = export.export_saved_model(
         network, schedule, metadata["data"]["image_shape"], os.path.join(base_dir, name), version,
-        options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite,
+        options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite, onnx=onnx,
     )
     print(f"tfddim export: SavedModel at {path} (signatures: serving_default, sample_with_noise, encode, predict_x0)")
+    if onnx:
+        print(f"tfddim export: ONNX graphs at {os.path.join(path, 'onnx')} (sample_with_noise.onnx, encode.onnx), "
+              "checked against the SavedModel in ONNX Runtime")
     return path
 
 

@@ -1,5 +1,8 @@
 """Sample an exported model to a PNG grid (and .npz): ``tfddim sample --model saved_models/digits/1 --n 64``.
 
+``--backend tf`` runs the SavedModel, ``--backend onnx`` its ONNX graphs in ONNX
+Runtime (:mod:`tfddim.runtime`); without ``--model`` the shipped digits model is used.
+
 Requests are cut into batches of ``batch_size`` so memory stays bounded, with a
 Keras progress bar. x_T comes from ``seed`` for all n samples up front, so the
 samples do not depend on the batch size.
@@ -12,20 +15,22 @@ import sys
 
 import numpy as np
 
-DEFAULT_MODEL = os.path.join("saved_models", "digits", "1")
+# The model that ships with the project (MODEL_CARD.md beside it), found from the checkout.
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "digits", "1")
 
 
-def run(model: str = DEFAULT_MODEL, n: int = 64, steps: int = 50, eta: float = 0.0, seed: int = 0, labels=None,
-        guidance_scale: float = 1.0, out: str = "samples.png", npz: bool = False, batch_size: int = 256) -> dict:
+def run(model: str = None, n: int = 64, steps: int = 50, eta: float = 0.0, seed: int = 0, labels=None,
+        guidance_scale: float = 1.0, out: str = "samples.png", npz: bool = False, batch_size: int = 256,
+        backend: str = "tf") -> dict:
     import keras
     import tensorflow as tf
 
     from tfddim.pipelines.callbacks import image_grid
-    from tfddim.runtime import SavedModelSampler
+    from tfddim.runtime import open_sampler
 
     if n < 1 or batch_size < 1:
         raise ValueError("--n and --batch-size must be >= 1")
-    sampler = SavedModelSampler(model)
+    sampler = open_sampler(DEFAULT_MODEL if model is None else model, backend)
     x_T = sampler.starting_noise(n, seed)
     y = None if labels is None else np.resize(np.asarray(labels, np.int32), n)  # cycle the given labels over n
     chunks = []
@@ -49,7 +54,7 @@ def run(model: str = DEFAULT_MODEL, n: int = 64, steps: int = 50, eta: float = 0
         path = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(path, x_0=x0, x_T=x_T, **({} if y is None else {"labels": y}))
         files.append(path)
-    print(f"tfddim sample: {n} samples, {steps} DDIM steps, eta={eta}; wrote {', '.join(files)}")
+    print(f"tfddim sample: {n} samples, {steps} DDIM steps, eta={eta}, backend {backend}; wrote {', '.join(files)}")
     return {"x_0": x0, "files": files}
 
 

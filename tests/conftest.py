@@ -13,7 +13,7 @@ import tensorflow as tf
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from tfddim import mixture, schedules
+from tfddim import export, mixture, models, schedules
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,43 @@ def mix():
 @pytest.fixture(scope="session")
 def eps_fn(mix, sched):
     return mix.eps_fn(sched)
+
+
+# ---------------------------------------------------------------- exported tiny models
+EXPORT_T = 50
+
+
+def tiny_unet(**kw):
+    net = models.UNet(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(4,), num_heads=2, **kw)
+    inputs = (tf.zeros([1, 8, 8, 1]), tf.zeros([1], tf.int32)) + ((tf.zeros([1], tf.int32),) if kw.get("num_classes") else ())
+    net(inputs)
+    # the output conv starts at zero; give it weights so the tests see a non-trivial network
+    rng = np.random.default_rng(0)
+    net.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in net.get_weights()])
+    return net
+
+
+@pytest.fixture(scope="session")
+def export_sched():
+    return schedules.get("cosine", EXPORT_T)
+
+
+@pytest.fixture(scope="session")
+def uncond(tmp_path_factory, export_sched):
+    """(network, base folder, version folder, loaded SavedModel) of an unconditional export with ONNX graphs."""
+    net = tiny_unet()
+    base = str(tmp_path_factory.mktemp("sm") / "tiny")
+    path = export.export_saved_model(net, export_sched, (8, 8, 1), base, 1, export.ExportOptions(clip_x0=(-1, 1)),
+                                     metadata={"steps": 0}, onnx=True)
+    return net, base, path, tf.saved_model.load(path)
+
+
+@pytest.fixture(scope="session")
+def cond(tmp_path_factory, export_sched):
+    """The same for a 3-class conditional model (classifier-free guidance, trailing spacing)."""
+    net = tiny_unet(num_classes=3)
+    base = str(tmp_path_factory.mktemp("smc") / "tiny_cond")
+    path = export.export_saved_model(net, export_sched, (8, 8, 1), base, 1, export.ExportOptions(spacing="trailing"),
+                                     onnx=True)
+    return net, base, path, tf.saved_model.load(path)

@@ -11,39 +11,12 @@ import tensorflow as tf
 
 from tfddim import export, models, sampling, schedules, steps
 
-T = 50
-
-
-def tiny_unet(**kw):
-    net = models.UNet(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(4,), num_heads=2, **kw)
-    inputs = (tf.zeros([1, 8, 8, 1]), tf.zeros([1], tf.int32)) + ((tf.zeros([1], tf.int32),) if kw.get("num_classes") else ())
-    net(inputs)
-    # the output conv starts at zero; give it weights so the tests see a non-trivial network
-    rng = np.random.default_rng(0)
-    net.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in net.get_weights()])
-    return net
+T = 50  # the exported models' T (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def sched():
-    return schedules.get("cosine", T)
-
-
-@pytest.fixture(scope="module")
-def uncond(tmp_path_factory, sched):
-    net = tiny_unet()
-    base = str(tmp_path_factory.mktemp("sm") / "tiny")
-    path = export.export_saved_model(net, sched, (8, 8, 1), base, 1, export.ExportOptions(clip_x0=(-1, 1)), metadata={"steps": 0})
-    return net, base, path, tf.saved_model.load(path)
-
-
-@pytest.fixture(scope="module")
-def cond(tmp_path_factory, sched):
-    net = tiny_unet(num_classes=3)
-    base = str(tmp_path_factory.mktemp("smc") / "tiny_cond")
-    path = export.export_saved_model(net, sched, (8, 8, 1), base, 1, export.ExportOptions(spacing="trailing"))
-    return net, base, path, tf.saved_model.load(path)
+def sched(export_sched):
+    return export_sched
 
 
 def assert_close(got, want):

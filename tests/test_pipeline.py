@@ -185,8 +185,15 @@ def test_export_cli_writes_a_versioned_savedmodel(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["export", run_dir, "--name", "ring", "--base-dir", base])
     assert e.value.code == 2 and "exists" in capsys.readouterr().err
-    assert cli.main(["export", run_dir, "--name", "ring", "--base-dir", base, "--version", "2"]) == 0
+    assert cli.main(["export", run_dir, "--name", "ring", "--base-dir", base, "--version", "2", "--onnx"]) == 0
+    assert "ONNX graphs at" in capsys.readouterr().out
     assert sorted(os.listdir(os.path.join(base, "ring"))) == ["1", "2"]
+    from tfddim.runtime import OnnxSampler, SavedModelSampler
+
+    # 2-D data through both runtimes (tfddim export --onnx), eta = 0 with no noise
+    x = np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32)
+    path2 = os.path.join(base, "ring", "2")
+    np.testing.assert_allclose(OnnxSampler(path2).sample(x, 5), SavedModelSampler(path2).sample(x, 5), atol=2e-4)
     with pytest.raises(SystemExit):
         cli.main(["export", str(tmp_path / "nothing"), "--name", "x", "--base-dir", base])
     assert "not a finished training run" in capsys.readouterr().err

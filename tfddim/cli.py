@@ -81,14 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=_positive_int, default=1, help="integer version folder (default 1)")
     export.add_argument("--base-dir", default="saved_models", help="where models live (default: saved_models)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write ONNX graphs (sample_with_noise, encode) to VERSION/onnx/, checked in ONNX Runtime")
     export.set_defaults(func=_run_export)
 
     sample = sub.add_parser(
         "sample",
-        help="sample an exported SavedModel to a PNG grid (and .npz)",
+        help="sample an exported model (SavedModel or ONNX) to a PNG grid (and .npz)",
         description="Draw samples from an exported model with DDIM (eta=0) or stochastic DDIM/DDPM (eta>0).",
     )
-    sample.add_argument("--model", default="saved_models/digits/1", help="a SavedModel version folder")
+    sample.add_argument("--model", default=None,
+                        help="an exported version folder (default: the shipped saved_models/digits/1)")
+    sample.add_argument("--backend", choices=("tf", "onnx"), default="tf",
+                        help="tf: the SavedModel through TensorFlow; onnx: its ONNX graphs through ONNX Runtime")
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps S")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
@@ -133,7 +138,7 @@ def _run_train(args) -> int:
 def _run_export(args) -> int:
     from tfddim.pipelines import export
 
-    export.run(args.run_dir, args.name, args.version, args.base_dir, args.overwrite)
+    export.run(args.run_dir, args.name, args.version, args.base_dir, args.overwrite, args.onnx)
     return 0
 
 
@@ -141,7 +146,7 @@ def _run_sample(args) -> int:
     from tfddim.pipelines import sample
 
     sample.run(args.model, args.n, args.steps, args.eta, args.seed, args.labels, args.guidance_scale,
-               args.out, args.npz, args.batch_size)
+               args.out, args.npz, args.batch_size, args.backend)
     return 0
 
 

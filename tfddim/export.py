@@ -2,7 +2,9 @@
 
 ``saved_models/<name>/<version>/`` holds ``saved_model.pb``, ``variables/`` and
 ``assets.extra/`` (``model_config.json``, ``schedule.json``, ``export.json``
-with the baked-in sampling choices, and the training run's ``metadata.json``).
+with the baked-in sampling choices, the training run's ``metadata.json`` and
+TF Serving's ``tf_serving_warmup_requests``), and with ``onnx=True`` an
+``onnx/`` folder (:mod:`tfddim.onnx_export`; TF Serving ignores it).
 
 Signatures (dynamic batch; every loop is a ``tf.while_loop`` in the graph):
 
@@ -19,12 +21,13 @@ name                 inputs                                         outputs
 
 Inputs are checked in the graph: ``num_steps`` outside [1, T], η < 0 or > 1, a
 label outside [0, num_classes) or NaN/Inf in x_T fail with an
-``InvalidArgumentError`` naming the input. Conditional models are exported with
+``InvalidArgumentError`` naming the input. ``sample_with_noise`` takes an
+empty ``noise`` ``[0, B, H, W, C]`` for η = 0 (it stands for zeros). Conditional models are exported with
 classifier-free guidance (``guidance_scale`` w; w = 1 is the plain conditional
 model, its null label is ``num_classes``).
 
-Writing is atomic: the export goes to a temporary folder, is reloaded and run,
-and only then renamed to its version number; an existing version is never
+Writing is atomic: the export goes to a temporary folder, is reloaded and run
+(and its ONNX graphs run in ONNX Runtime against it), and only then renamed to its version number; an existing version is never
 replaced unless ``overwrite=True``.
 """
 
@@ -40,10 +43,14 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfddim import sampling, steps
+from tfddim import onnx_export, sampling, serving_warmup, steps
 from tfddim.schedules import Schedule
 
-__all__ = ["ExportOptions", "SamplerModule", "export_saved_model"]
+__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "ONNX_TOLERANCE"]
+
+# ONNX Runtime vs the SavedModel on the same inputs, in data units (data lie in [-1, 1]):
+# float32 rounding through a short loop is ~1e-6; 1e-4 is the issue's bound of 1e-4 x range / 2.
+ONNX_TOLERANCE = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +73,10 @@ class SamplerModule(tf.Module):
 
     def __init__(self, network, schedule: Schedule, data_shape, options: ExportOptions = ExportOptions()):
         super().__init__()
-        self.network = network
+        # Only the weights are tracked: tracking the Keras object would also save its
+        # own default signature, a second copy of the network graph.
+        object.__setattr__(self, "network", network)
+        self.network_weights = list(network.weights)
         self.schedule_json = schedule.to_json()
         self.num_timesteps = schedule.num_timesteps
         self.data_shape = tuple(int(d) for d in data_shape)
@@ -76,7 +86,14 @@ class SamplerModule(tf.Module):
         conditional = self.num_classes is not None
         common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod)
         guidance = sampling.ClassifierFreeGuidance(null_label=self.num_classes) if conditional else None
-        fn = (lambda x, t, y: network((x, t, y), training=False)) if conditional else (lambda x, t: network((x, t), training=False))
+        # One traced network function shared by every loop and signature, so the graph
+        # holds the network once. It is not a module attribute: saving would re-trace it.
+        spec_x, spec_t = tf.TensorSpec([None, *self.data_shape], tf.float32), tf.TensorSpec([None], tf.int32)
+        if conditional:
+            fn = tf.function(lambda x, t, y: network((x, t, y), training=False),
+                             input_signature=[spec_x, spec_t, tf.TensorSpec([None], tf.int32)])
+        else:
+            fn = tf.function(lambda x, t: network((x, t), training=False), input_signature=[spec_x, spec_t])
         self._sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="ddim", guidance=guidance, **common))
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
         self.serving_signatures = self._make_signatures()
@@ -89,6 +106,18 @@ class SamplerModule(tf.Module):
             tf.debugging.assert_less_equal(num_steps, T, message=f"num_steps must be <= T = {T}"),
         ]):
             return sampling.graph_timesteps(T, tf.identity(num_steps), self.options.spacing)
+
+    @staticmethod
+    def _noise(noise, timesteps, eta):
+        """Explicit noise ``[S, B, ...]``; an empty ``[0, B, ...]`` stands for zeros when η = 0."""
+        s, n = tf.size(timesteps), tf.shape(noise)[0]
+        ok = tf.logical_or(tf.equal(n, s), tf.logical_and(tf.equal(n, 0), tf.equal(eta, 0.0)))
+        with tf.control_dependencies([tf.debugging.Assert(ok, [
+            "noise must have num_steps entries [S, B, ...] (or 0 entries when eta = 0); entries, num_steps:", n, s])]):
+            pad = tf.concat([[[0, s - n]], tf.zeros([tf.rank(noise) - 1, 2], tf.int32)], axis=0)
+            padded = tf.pad(noise, pad)
+            padded.set_shape(noise.shape)  # a dynamic pad loses the static [.., H, W, C] the loop needs
+            return padded
 
     def _labels(self, labels, x):
         checks = [
@@ -111,7 +140,9 @@ class SamplerModule(tf.Module):
 
         def sample_with_noise(x_T, num_steps, eta, noise, *cond):
             y, w = self._cond(cond, x_T)
-            return {"x_0": self._sampler.graph_sample(x_T, self._timesteps(num_steps), eta, noise=noise, labels=y, guidance_scale=w)}
+            timesteps = self._timesteps(num_steps)
+            noise = self._noise(noise, timesteps, eta)
+            return {"x_0": self._sampler.graph_sample(x_T, timesteps, eta, noise=noise, labels=y, guidance_scale=w)}
 
         def encode(x_0, num_steps, *cond):
             y, w = self._cond(cond, x_0)
@@ -124,7 +155,7 @@ class SamplerModule(tf.Module):
                 tf.debugging.assert_less(t, self.num_timesteps, message=f"t must be < T = {self.num_timesteps}"),
             ]):
                 t = tf.identity(t)
-            out = self.network((x_t, t, y) if conditional else (x_t, t), training=False)
+            out = self._sampler.model_fn(x_t, t, y) if conditional else self._sampler.model_fn(x_t, t)
             eps = out[..., : self.data_shape[-1]]
             ab = sampling.select_timestep(self._alphas_cumprod, t, x_t)
             return {"x_0": steps.x0_from_eps(x_t, eps, ab), "eps": eps}
@@ -172,7 +203,7 @@ def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) ->
             json.dump(value, f, indent=2, sort_keys=True, default=str)
 
 
-def _check(path: str, module: SamplerModule) -> None:
+def _check(path: str, module: SamplerModule):
     """Reload the written SavedModel and run one small sample; it must match the in-memory module."""
     loaded = tf.saved_model.load(path)
     x = tf.random.stateless_normal([2, *module.data_shape], seed=[0, 1])
@@ -183,12 +214,19 @@ def _check(path: str, module: SamplerModule) -> None:
     got = loaded.signatures["serving_default"](**args)["x_0"].numpy()
     if not np.allclose(got, want, rtol=1e-5, atol=1e-6):
         raise RuntimeError(f"export check failed: reloaded model differs by {np.abs(got - want).max()}")
+    return loaded
 
 
 def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, version: int = 1,
                        options: ExportOptions = ExportOptions(), metadata: Optional[dict] = None,
-                       overwrite: bool = False) -> str:
-    """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring)."""
+                       overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None) -> str:
+    """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
+
+    Args:
+        onnx: also write ``onnx/`` (:mod:`tfddim.onnx_export`), checked against the SavedModel.
+        warmup: write TF Serving warmup requests; ``None`` writes them when
+            ``tensorflow-serving-api`` is installed (and says so when it is not).
+    """
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
     final = os.path.join(base_dir, str(version))
@@ -200,7 +238,20 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     try:
         tf.saved_model.save(module, tmp, signatures=module.serving_signatures)
         _write_assets(tmp, module, metadata)
-        _check(tmp, module)
+        loaded = _check(tmp, module)
+        if warmup is None:
+            warmup = serving_warmup.available()
+            if not warmup:
+                print("tfddim export: tensorflow-serving-api is not installed; no TF Serving warmup requests written "
+                      "(pip install 'tfddim[serving]')")
+        if warmup:
+            serving_warmup.write_warmup_requests(tmp, os.path.basename(os.path.normpath(base_dir)),
+                                                 module.data_shape, module.num_classes)
+        if onnx:
+            onnx_export.export_onnx(tmp)
+            gap = onnx_export.check_onnx(tmp, loaded, module.data_shape, module.num_classes)
+            if gap > ONNX_TOLERANCE:
+                raise RuntimeError(f"ONNX check failed: ONNX Runtime differs from the SavedModel by {gap:.3g}")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model server may run as another user
         if os.path.exists(final):
             shutil.rmtree(final)

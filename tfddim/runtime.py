@@ -1,40 +1,40 @@
 """Numpy-in, numpy-out samplers over an exported model (no tfddim model code needed at run time).
 
-``SavedModelSampler(path)`` wraps the signatures of :mod:`tfddim.export`: it
-reads ``assets.extra/export.json`` and ``schedule.json`` to check requests in
-Python first (a ``ValueError`` naming the argument), then calls the graph.
+Two backends with one interface (``sample``, ``sample_with_noise``, ``encode``,
+``starting_noise``):
+
+- :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
+- :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
+
+Both check requests in Python first (a ``ValueError`` naming the argument):
+the ONNX graphs carry no assertions. Given the same ``x_T`` and ``noise``,
+``sample_with_noise`` agrees between the backends to float32 rounding.
+``sample`` with η > 0 draws its noise differently: the SavedModel in the graph
+(stateless Philox from ``seed``), the ONNX sampler with numpy from ``seed``
+(ONNX has no matching random op). For η = 0 both are deterministic and agree.
+
+``open_sampler(path, backend)`` picks one: ``backend`` is ``"tf"`` or ``"onnx"``.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import os
+
 import numpy as np
 
-__all__ = ["SavedModelSampler"]
+__all__ = ["SavedModelSampler", "OnnxSampler", "open_sampler", "BACKENDS"]
+
+BACKENDS = ("tf", "onnx")
 
 
-class SavedModelSampler:
-    """Sample, sample with explicit noise, or encode through an exported SavedModel.
+class _CheckedSampler(abc.ABC):
+    """Request checks and the public API shared by the backends; subclasses set the attributes and ``_call``."""
 
-    Args:
-        path: a version folder, e.g. ``saved_models/digits/1``.
-    """
-
-    def __init__(self, path: str):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"model path {path!r} holds no saved_model.pb (export one with `tfddim export`)")
-        import tensorflow as tf
-
-        self.path = path
-        with open(os.path.join(path, "assets.extra", "export.json")) as f:
-            self.info = json.load(f)
-        with open(os.path.join(path, "assets.extra", "schedule.json")) as f:
-            self.num_timesteps = int(json.load(f)["num_timesteps"])
-        self.data_shape = tuple(self.info["data_shape"])
-        self.num_classes = self.info.get("num_classes")
-        self._tf = tf
-        self._model = tf.saved_model.load(path)
+    num_timesteps: int
+    data_shape: tuple
+    num_classes: object
 
     # ---------------------------------------------------------------- checks
     def _x(self, x, name):
@@ -69,27 +69,31 @@ class SavedModelSampler:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         return np.float32(eta)
 
-    def _call(self, name, **inputs):
-        tf = self._tf
-        fn = self._model.signatures[name]
-        out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        return {k: v.numpy() for k, v in out.items()}
+    def _noise(self, noise, num_steps, eta, x):
+        noise = np.asarray(noise, np.float32)
+        if noise.shape == (0, *x.shape) and eta == 0.0:
+            return noise  # the documented stand-in for zeros at eta = 0
+        if noise.shape != (int(num_steps), *x.shape):
+            raise ValueError(f"noise must have shape {[int(num_steps), *x.shape]}"
+                             f"{' (or [0, ...] for eta = 0)' if eta == 0 else ''}, got {list(noise.shape)}")
+        if not np.all(np.isfinite(noise)):
+            raise ValueError("noise contains NaN or Inf")
+        return noise
+
+    @abc.abstractmethod
+    def _call(self, name: str, **inputs) -> dict:
+        """Run the exported function ``name`` on numpy inputs; return its outputs by name."""
 
     # ------------------------------------------------------------------ API
+    @abc.abstractmethod
     def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
-        """x₀ from x_T with noise drawn in the graph from ``seed`` (``serving_default``)."""
-        x = self._x(x_T, "x_T")
-        inputs = dict(x_T=x, num_steps=self._steps(num_steps), eta=self._eta(eta), seed=np.int64(seed))
-        return self._call("serving_default", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        """x₀ from x_T; the per-step noise for η > 0 comes from ``seed`` (see the module docstring)."""
 
     def sample_with_noise(self, x_T, num_steps: int, eta: float, noise, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
-        """x₀ from x_T with explicit per-step noise ``[S, B, ...]`` (``sample_with_noise``)."""
+        """x₀ from x_T with explicit per-step noise ``[S, B, ...]`` (an empty ``[0, B, ...]`` for η = 0)."""
         x = self._x(x_T, "x_T")
-        s = self._steps(num_steps)
-        noise = np.asarray(noise, np.float32)
-        if noise.shape != (int(s), *x.shape):
-            raise ValueError(f"noise must have shape {[int(s), *x.shape]}, got {list(noise.shape)}")
-        inputs = dict(x_T=x, num_steps=s, eta=self._eta(eta), noise=noise)
+        s, eta = self._steps(num_steps), self._eta(eta)
+        inputs = dict(x_T=x, num_steps=s, eta=eta, noise=self._noise(noise, s, eta, x))
         return self._call("sample_with_noise", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
 
     def encode(self, x_0, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
@@ -101,3 +105,94 @@ class SavedModelSampler:
     def starting_noise(self, n: int, seed: int) -> np.ndarray:
         """n starting latents x_T ~ N(0, I) from ``seed`` (numpy; the same whatever the batching later)."""
         return np.random.default_rng(seed).standard_normal((n, *self.data_shape)).astype(np.float32)
+
+
+def _read_json(path: str, what: str) -> dict:
+    if not os.path.exists(path):
+        raise ValueError(f"{what} is missing: {path} (export the model with `tfddim export`)")
+    with open(path) as f:
+        return json.load(f)
+
+
+class SavedModelSampler(_CheckedSampler):
+    """The exported SavedModel's signatures, called through TensorFlow.
+
+    Args:
+        path: a version folder, e.g. ``saved_models/digits/1``.
+    """
+
+    backend = "tf"
+
+    def __init__(self, path: str):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"model path {path!r} holds no saved_model.pb (export one with `tfddim export`)")
+        import tensorflow as tf
+
+        self.path = path
+        self.info = _read_json(os.path.join(path, "assets.extra", "export.json"), "export.json")
+        self.num_timesteps = int(_read_json(os.path.join(path, "assets.extra", "schedule.json"), "schedule.json")["num_timesteps"])
+        self.data_shape = tuple(self.info["data_shape"])
+        self.num_classes = self.info.get("num_classes")
+        self._tf = tf
+        self._model = tf.saved_model.load(path)
+
+    def _call(self, name, **inputs):
+        tf = self._tf
+        out = self._model.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+
+    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+        """x₀ from x_T with the noise drawn in the graph from ``seed`` (``serving_default``)."""
+        x = self._x(x_T, "x_T")
+        inputs = dict(x_T=x, num_steps=self._steps(num_steps), eta=self._eta(eta), seed=np.int64(seed))
+        return self._call("serving_default", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+
+
+class OnnxSampler(_CheckedSampler):
+    """The exported ONNX graphs (``sample_with_noise``, ``encode``), run in ONNX Runtime.
+
+    Args:
+        path: a version folder with an ``onnx/`` subfolder (``tfddim export --onnx``), or that subfolder.
+        providers: ONNX Runtime execution providers (default: CPU).
+    """
+
+    backend = "onnx"
+
+    def __init__(self, path: str, providers=("CPUExecutionProvider",)):
+        folder = path if os.path.exists(os.path.join(path, "onnx.json")) else os.path.join(path, "onnx")
+        manifest = _read_json(os.path.join(folder, "onnx.json"), "the ONNX export (tfddim export --onnx)")
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ValueError("the onnx backend needs onnxruntime: pip install 'tfddim[onnx]'") from e
+        self.path = folder
+        self.info = manifest["export"]
+        self.num_timesteps = int(manifest["num_timesteps"])
+        self.data_shape = tuple(self.info["data_shape"])
+        self.num_classes = self.info.get("num_classes")
+        self._sessions = {
+            name: ort.InferenceSession(os.path.join(folder, graph["file"]), providers=list(providers))
+            for name, graph in manifest["graphs"].items()
+        }
+
+    def _call(self, name, **inputs):
+        session = self._sessions[name]
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {k: np.asarray(v) for k, v in inputs.items()})))
+
+    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+        """x₀ from x_T; for η > 0 the noise ``[S, B, ...]`` is drawn with numpy from ``seed``."""
+        x = self._x(x_T, "x_T")
+        s, eta = self._steps(num_steps), self._eta(eta)
+        shape = (int(s) if eta > 0 else 0, *x.shape)
+        noise = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        return self.sample_with_noise(x, int(s), float(eta), noise, labels, guidance_scale)
+
+
+def open_sampler(path: str, backend: str = "tf") -> _CheckedSampler:
+    """The sampler for ``backend`` (``"tf"``: the SavedModel, ``"onnx"``: its ONNX graphs)."""
+    if backend == "tf":
+        return SavedModelSampler(path)
+    if backend == "onnx":
+        return OnnxSampler(path)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -243,8 +243,10 @@ class Sampler:
             else:
                 x0 = steps.dynamic_threshold(x0, cfg.dynamic_threshold, cfg.threshold_max)
             # keep ε̂ consistent with the clipped x̂₀ (as improved-diffusion); at the clean level
-            # (ᾱ = 1, the start of encode) ε̂ does not determine x̂₀ and is kept
-            eps = tf.where(ab_t < 1.0, steps.eps_from_x0(x, x0, ab_t), eps)
+            # (ᾱ = 1, the start of encode) ε̂ does not determine x̂₀ and is kept. The unused branch
+            # gets a safe ᾱ so it never holds 0/0 (ONNX Runtime let that NaN through the select).
+            noisy = ab_t < 1.0
+            eps = tf.where(noisy, steps.eps_from_x0(x, x0, tf.where(noisy, ab_t, tf.ones_like(ab_t) * 0.5)), eps)
         grad = None
         if isinstance(cfg.guidance, ClassifierGuidance):
             with tf.GradientTape() as tape:

@@ -1,0 +1,145 @@
+"""ONNX graphs and TF Serving warmup requests of an export: parity with the SavedModel, checks, the CLI backend."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+
+from tfddim import serving_warmup
+from tfddim.runtime import OnnxSampler, SavedModelSampler, open_sampler
+
+T = 50  # the exported models' T (tests/conftest.py)
+# The issue's bound: 1e-4 of the data range ([-1, 1], so 2e-4). float32 rounding through a
+# short loop is ~1e-6, so a real conversion error (a wrong op, a dropped input) cannot hide under it.
+PARITY = 1e-4 * 2.0
+
+
+def gap(got, want):
+    """max |Δ| in data units; scaled by max |want| where that exceeds 1: the unclipped conditional
+    tiny net's x̂₀ reaches ~3e3 at the noisiest level, where one float32 ulp is already 2.4e-4."""
+    return np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
+
+
+def backends(export):
+    path = export[2]
+    return SavedModelSampler(path), OnnxSampler(path)
+
+
+def test_onnx_layout_names_and_opset(uncond):
+    path = uncond[2]
+    manifest = json.load(open(os.path.join(path, "onnx", "onnx.json")))
+    assert manifest["opset"] >= 17 and manifest["num_timesteps"] == T
+    loaded = uncond[3]
+    for name in ("sample_with_noise", "encode"):
+        model = onnx.load(os.path.join(path, "onnx", f"{name}.onnx"))
+        assert {o.domain: o.version for o in model.opset_import}[""] >= 17
+        # the ONNX inputs carry the SavedModel signature's keys (x_T, not TF's lower-cased x_t)
+        keys = set(loaded.signatures[name].structured_input_signature[1])
+        assert {i.name for i in model.graph.input} == keys == {i["name"] for i in manifest["graphs"][name]["inputs"]}
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props["tfddim.signature"] == name and json.loads(props["tfddim.export"])["data_shape"] == [8, 8, 1]
+        # no random-number op survives: noise is always an input
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.6, 1.0])
+def test_onnx_runtime_matches_the_savedmodel_with_the_same_noise(uncond, eta):
+    tf_s, onnx_s = backends(uncond)
+    rng = np.random.default_rng(1)
+    for batch, S in ((1, 1), (3, 7), (2, T)):
+        x = rng.standard_normal((batch, 8, 8, 1)).astype(np.float32)
+        noise = rng.standard_normal((S, batch, 8, 8, 1)).astype(np.float32)
+        want = tf_s.sample_with_noise(x, S, eta, noise)
+        got = onnx_s.sample_with_noise(x, S, eta, noise)
+        assert np.max(np.abs(got - want)) <= PARITY, (S, np.max(np.abs(got - want)))
+        if eta > 0:  # the noise matters, so a runtime that ignored it would fail above
+            other = tf_s.sample_with_noise(x, S, eta, -noise)
+            assert S == 1 or np.max(np.abs(other - want)) > 100 * PARITY
+
+
+def test_eta_zero_takes_an_empty_noise_and_both_backends_agree(uncond):
+    tf_s, onnx_s = backends(uncond)
+    x = tf_s.starting_noise(3, seed=4)
+    empty = np.zeros((0, 3, 8, 8, 1), np.float32)
+    want = tf_s.sample(x, 9, eta=0.0, seed=123)  # serving_default, in-graph RNG unused at eta = 0
+    np.testing.assert_allclose(tf_s.sample_with_noise(x, 9, 0.0, empty), want, atol=1e-6)
+    assert np.max(np.abs(onnx_s.sample_with_noise(x, 9, 0.0, empty) - want)) <= PARITY
+    assert np.max(np.abs(onnx_s.sample(x, 9, eta=0.0, seed=5) - want)) <= PARITY
+    # an empty noise with eta > 0 is refused: in the SavedModel graph and in Python
+    loaded = uncond[3]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="noise must have num_steps entries"):
+        loaded.signatures["sample_with_noise"](x_T=tf.constant(x), num_steps=tf.constant(9), eta=tf.constant(0.5),
+                                               noise=tf.constant(empty))
+    with pytest.raises(ValueError, match="noise must have shape"):
+        onnx_s.sample_with_noise(x, 9, 0.5, empty)
+
+
+def test_onnx_encode_matches_and_the_onnx_sampler_is_stochastic_by_seed(uncond):
+    tf_s, onnx_s = backends(uncond)
+    x0 = np.tanh(tf_s.starting_noise(2, seed=7))
+    for S in (1, 10):
+        assert np.max(np.abs(onnx_s.encode(x0, S) - tf_s.encode(x0, S))) <= PARITY
+    x = onnx_s.starting_noise(2, seed=0)
+    a, b, c = (onnx_s.sample(x, 6, eta=1.0, seed=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert np.max(np.abs(a - c)) > 1e-3
+
+
+def test_conditional_onnx_matches_with_labels_and_guidance(cond):
+    tf_s, onnx_s = backends(cond)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 8, 8, 1)).astype(np.float32)
+    noise = rng.standard_normal((5, 3, 8, 8, 1)).astype(np.float32)
+    for w in (0.0, 1.0, 3.0):
+        want = tf_s.sample_with_noise(x, 5, 0.5, noise, labels=[0, 2, 1], guidance_scale=w)
+        got = onnx_s.sample_with_noise(x, 5, 0.5, noise, labels=[0, 2, 1], guidance_scale=w)
+        assert gap(got, want) <= PARITY
+    assert gap(onnx_s.encode(x, 4, labels=[1, 1, 1]), tf_s.encode(x, 4, labels=[1, 1, 1])) <= PARITY
+
+
+def test_onnx_sampler_checks_requests_in_python(uncond, cond):
+    onnx_s = OnnxSampler(uncond[2])
+    x = onnx_s.starting_noise(2, 0)
+    for call, match in [
+        (lambda: onnx_s.sample(x, 0), "num_steps"),
+        (lambda: onnx_s.sample(x, T + 1), "num_steps"),
+        (lambda: onnx_s.sample(x, 5, eta=-0.1), "eta"),
+        (lambda: onnx_s.sample(x[..., :0], 5), "x_T must have shape"),
+        (lambda: onnx_s.encode(np.full_like(x, np.inf), 5), "x_0 contains NaN or Inf"),
+        (lambda: onnx_s.sample_with_noise(x, 5, 0.5, np.zeros((4, 2, 8, 8, 1))), "noise must have shape"),
+        (lambda: onnx_s.sample_with_noise(x, 2, 0.5, np.full((2, 2, 8, 8, 1), np.nan)), "noise contains NaN"),
+        (lambda: OnnxSampler(os.path.dirname(uncond[2])), "ONNX export"),
+        (lambda: open_sampler(uncond[2], "torch"), "backend must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        OnnxSampler(cond[2]).sample(x, 5, labels=[0, 5])
+
+
+def test_sample_cli_onnx_backend_draws_the_same_deterministic_samples(uncond, tmp_path, capsys):
+    from tfddim import cli
+
+    path = uncond[2]
+    for backend in ("tf", "onnx"):
+        out = str(tmp_path / f"{backend}.png")
+        assert cli.main(["sample", "--model", path, "--backend", backend, "--n", "3", "--steps", "5", "--out", out,
+                         "--npz"]) == 0
+        assert f"backend {backend}" in capsys.readouterr().out
+    a, b = (np.load(str(tmp_path / f"{k}.npz"))["x_0"] for k in ("tf", "onnx"))
+    assert np.max(np.abs(a - b)) <= PARITY
+
+
+def test_warmup_requests_replay_through_every_signature(uncond, cond):
+    for net, base, path, loaded in (uncond, cond):
+        requests = serving_warmup.read_warmup_requests(path)
+        assert sorted(name for name, _ in requests) == sorted(loaded.signatures)
+        for name, inputs in requests:
+            fn = loaded.signatures[name]
+            assert set(inputs) == set(fn.structured_input_signature[1])
+            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            assert all(np.all(np.isfinite(v.numpy())) for v in out.values())

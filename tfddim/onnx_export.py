@@ -1,0 +1,137 @@
+"""Convert an exported SavedModel's sampling loops to ONNX graphs (tf2onnx, opset 17+).
+
+``export_onnx(version_dir)`` writes ``<version_dir>/onnx/``:
+
+- ``sample_with_noise.onnx``: inputs ``x_T`` [B,H,W,C] f32, ``num_steps`` i32,
+  ``eta`` f32, ``noise`` [S,B,H,W,C] f32 (+ ``labels`` [B] i32,
+  ``guidance_scale`` f32); output ``x_0``. For η = 0 the noise is never used:
+  pass an *empty* ``noise`` of shape ``[0, B, H, W, C]`` (it stands for zeros).
+- ``encode.onnx``: ``x_0``, ``num_steps`` (+ labels, guidance_scale) → ``x_T``.
+- ``onnx.json``: input/output names, dtypes and shapes, the opset, converter
+  versions and the SavedModel's ``export.json`` (spacing, clipping, T).
+
+The conversion starts from the SavedModel (``tf2onnx.tf_loader.from_saved_model``),
+the path tf2onnx supports for loops that read variables. Two things differ from
+the SavedModel, and :class:`tfddim.runtime.OnnxSampler` covers both in Python:
+
+- tf2onnx drops ``tf.debugging`` assertions, so the graph does not check its inputs;
+- the graph has no random-number op (tf2onnx cannot convert TF's stateless RNG):
+  noise for η > 0 is always an input.
+
+TensorFlow lower-cases function argument names in the graph (``x_T`` → ``x_t``);
+the ONNX inputs are renamed back to the signature's keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+import numpy as np
+
+__all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature"]
+
+ONNX_SIGNATURES = ("sample_with_noise", "encode")
+DEFAULT_OPSET = 17
+
+
+def _require():
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as e:
+        raise ValueError(
+            "ONNX export needs tf2onnx and onnx: pip install 'tfddim[onnx]' (or pip install tf2onnx onnxruntime)"
+        ) from e
+
+
+def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT_OPSET):
+    """One SavedModel signature → an ``onnx.ModelProto`` whose input/output names are the signature's keys."""
+    _require()
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    if opset < DEFAULT_OPSET:
+        raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
+    graph_def, inputs, outputs, _, renames = tf_loader.from_saved_model(
+        saved_model_dir, None, None, "serve", [signature], None, False,
+        return_initialized_tables=True, return_tensors_to_rename=True)
+    keys = tf.saved_model.load(saved_model_dir).signatures[signature].structured_input_signature[1]
+    for key in keys:  # the graph's placeholders carry lower-cased names
+        if f"{key.lower()}:0" in renames:
+            renames[f"{key.lower()}:0"] = key
+    model, _ = convert.from_graph_def(graph_def, name=signature, input_names=inputs, output_names=outputs,
+                                      opset=opset, tensors_to_rename=renames)
+    return model
+
+
+def _describe(model) -> dict:
+    import onnx
+
+    def entry(value):
+        t = value.type.tensor_type
+        dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
+        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": dims}
+
+    return {"inputs": [entry(v) for v in model.graph.input], "outputs": [entry(v) for v in model.graph.output]}
+
+
+def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
+    """Write ``version_dir/onnx/`` (see the module docstring); return ``{signature: path}``."""
+    _require()
+    import onnx
+    import tf2onnx
+
+    with open(os.path.join(version_dir, "assets.extra", "export.json")) as f:
+        info = json.load(f)
+    with open(os.path.join(version_dir, "assets.extra", "schedule.json")) as f:
+        num_timesteps = int(json.load(f)["num_timesteps"])
+    out_dir = os.path.join(version_dir, "onnx")
+    os.makedirs(out_dir, exist_ok=True)
+    paths, graphs = {}, {}
+    for signature in ONNX_SIGNATURES:
+        model = convert_signature(version_dir, signature, opset)
+        onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": json.dumps(info, sort_keys=True),
+                                            "tfddim.num_timesteps": str(num_timesteps)})
+        onnx.checker.check_model(model)
+        paths[signature] = os.path.join(out_dir, f"{signature}.onnx")
+        onnx.save(model, paths[signature])
+        graphs[signature] = dict(_describe(model), file=f"{signature}.onnx")
+    manifest = {
+        "format": "tfddim-onnx/1",
+        "opset": opset,
+        "converter": f"tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}",
+        "num_timesteps": num_timesteps,
+        "export": info,
+        "graphs": graphs,
+        "noise": "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an empty noise [0, B, H, W, C] stands for zeros",
+    }
+    with open(os.path.join(out_dir, "onnx.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    return paths
+
+
+def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) -> float:
+    """Run both ONNX graphs and the SavedModel on one small input; return the largest (scaled) difference."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *data_shape)).astype(np.float32)
+    noise = rng.standard_normal((2, 2, *data_shape)).astype(np.float32)
+    cond = {} if num_classes is None else {"labels": np.zeros([2], np.int32), "guidance_scale": np.float32(1.0)}
+    feeds = {
+        "sample_with_noise": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
+        "encode": dict(x_0=x, num_steps=np.int32(2), **cond),
+    }
+    worst = 0.0
+    for signature, feed in feeds.items():
+        session = ort.InferenceSession(os.path.join(version_dir, "onnx", f"{signature}.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        got = session.run(None, {k: np.asarray(v) for k, v in feed.items()})[0]  # ORT takes arrays, not numpy scalars
+        want = next(iter(loaded_saved_model.signatures[signature](**feed).values())).numpy()
+        # in data units, relative to the output's scale when that exceeds the data range
+        # (an unclipped x̂₀ of an untrained net can reach 1e3, where one float32 ulp is ~1e-4)
+        gap = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+        worst = max(worst, gap if np.isfinite(gap) else np.inf)  # NaN must fail the check, not vanish in max()
+    return worst

@@ -1,0 +1,72 @@
+"""TF Serving warmup requests: ``assets.extra/tf_serving_warmup_requests``.
+
+TF Serving replays these ``PredictionLog`` records (a TFRecord file) when it
+loads a version, so the first real request does not pay for graph
+initialisation. One small request per signature (batch 1, two steps).
+
+The protos come from ``tensorflow-serving-api`` (``pip install 'tfddim[serving]'``);
+without it the export skips the file and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+__all__ = ["FILENAME", "available", "warmup_inputs", "write_warmup_requests", "read_warmup_requests"]
+
+FILENAME = "tf_serving_warmup_requests"
+
+
+def available() -> bool:
+    try:
+        from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def warmup_inputs(data_shape, num_classes: Optional[int]) -> Dict[str, Dict[str, np.ndarray]]:
+    """The inputs of one small request per signature (batch 1, num_steps 2)."""
+    x = np.zeros((1, *data_shape), np.float32)
+    steps = np.int32(2)
+    cond = {} if num_classes is None else {"labels": np.zeros([1], np.int32), "guidance_scale": np.float32(1.0)}
+    return {
+        "serving_default": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
+        "sample_with_noise": dict(x_T=x, num_steps=steps, eta=np.float32(1.0),
+                                  noise=np.zeros((2, 1, *data_shape), np.float32), **cond),
+        "encode": dict(x_0=x, num_steps=steps, **cond),
+        "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({} if num_classes is None else {"labels": cond["labels"]})),
+    }
+
+
+def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int]) -> str:
+    """Write ``assets.extra/tf_serving_warmup_requests``; return its path."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(saved_model_dir, "assets.extra", FILENAME)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in warmup_inputs(data_shape, num_classes).items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(saved_model_dir: str) -> List[tuple]:
+    """``[(signature_name, {input: ndarray})]`` from the warmup file (to replay or inspect it)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = []
+    for record in tf.data.TFRecordDataset(os.path.join(saved_model_dir, "assets.extra", FILENAME)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        out.append((request.model_spec.signature_name, {k: tf.make_ndarray(v) for k, v in request.inputs.items()}))
+    return out
