@@ -143,3 +143,16 @@ def test_warmup_requests_replay_through_every_signature(uncond, cond):
             assert set(inputs) == set(fn.structured_input_signature[1])
             out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
             assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
+
+
+def test_the_shipped_model_samples_through_both_backends_without_a_model_flag(tmp_path):
+    """saved_models/digits/1 is committed; `tfddim sample` with no --model uses it."""
+    from tfddim.pipelines import sample
+
+    assert os.path.exists(os.path.join(sample.DEFAULT_MODEL, "saved_model.pb")), sample.DEFAULT_MODEL
+    card = os.path.join(os.path.dirname(sample.DEFAULT_MODEL), "MODEL_CARD.md")
+    assert "## Reproduce" in open(card).read()
+    out = {b: sample.run(n=4, steps=5, out=str(tmp_path / f"{b}.png"), backend=b)["x_0"] for b in ("tf", "onnx")}
+    assert out["tf"].shape == (4, 8, 8, 1) and np.all(np.abs(out["tf"]) <= 1.0)  # x̂₀ clipping is baked in
+    assert gap(out["onnx"], out["tf"]) <= PARITY
+    assert serving_warmup.read_warmup_requests(sample.DEFAULT_MODEL)  # TF Serving warmup is shipped too
