@@ -104,7 +104,65 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--npz", action="store_true", help="also write the samples as .npz")
     sample.add_argument("--batch-size", type=_positive_int, default=256, help="samples per graph call")
     sample.set_defaults(func=_run_sample)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="the DDIM steps x eta study, figures and NLL of a training run -> RUN_DIR/report.md",
+        description=(
+            "Sample a finished run on the S x eta grid (DDIM Table 1, plus strided DDPM for learned-variance "
+            "networks), score every cell with FID, KID, precision/recall and the Inception-Score analogue against "
+            "half of the real training data (the other half gives the noise floor), draw the consistency, "
+            "interpolation, reconstruction and trajectory figures, compute the NLL bound, and write report.md."
+        ),
+    )
+    evaluate.add_argument("run_dir", help="a finished run folder, e.g. runs/digits")
+    evaluate.add_argument("--num-samples", type=_positive_int, default=None,
+                          help="samples per cell (default: the size of a reference half)")
+    evaluate.add_argument("--steps", type=_int_list, default=(10, 20, 50, 100, 1000), help="step counts S")
+    evaluate.add_argument("--etas", default="0,0.2,0.5,1,sigma_hat", help="DDIM etas, numbers in [0, 1] or sigma_hat")
+    evaluate.add_argument("--features", default="auto", choices=("auto", "digits", "inception", "raw"),
+                          help="feature network (auto: digits classifier for digits, raw for 2-D data, else inception)")
+    evaluate.add_argument("--inception-weights", default=None, metavar="PATH",
+                          help="InceptionV3 no-top weights file (.h5) for --features inception")
+    evaluate.add_argument("--classifier", default=None, metavar="DIR",
+                          help="digits classifier folder (default: the shipped saved_models/digits_classifier)")
+    evaluate.add_argument("--nll-images", type=int, default=300, help="test images for the NLL bound (0: skip)")
+    evaluate.add_argument("--no-figures", action="store_true", help="skip the figures")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=500, help="samples per graph call")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", default=None, help="output folder (default: RUN_DIR)")
+    evaluate.set_defaults(func=_run_evaluate)
+
+    classifier = sub.add_parser(
+        "train-classifier",
+        help="train the digits evaluation classifier (features for FID/KID/precision/recall)",
+        description="Train the small CNN whose penultimate layer gives the digits' evaluation features.",
+    )
+    classifier.add_argument("--out", default="saved_models/digits_classifier", help="output folder")
+    classifier.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the pipeline's)")
+    classifier.add_argument("--batch-size", type=_positive_int, default=64)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.set_defaults(func=_run_train_classifier)
     return parser
+
+
+def _run_evaluate(args) -> int:
+    from tfddim.evaluation.study import parse_etas
+    from tfddim.pipelines import evaluate
+
+    kwargs = {} if args.classifier is None else {"classifier": args.classifier}
+    evaluate.run(args.run_dir, args.num_samples, args.steps, parse_etas(args.etas), args.features,
+                 args.inception_weights, batch_size=args.batch_size, seed=args.seed, nll_images=args.nll_images,
+                 figures=not args.no_figures, out=args.out, **kwargs)
+    return 0
+
+
+def _run_train_classifier(args) -> int:
+    from tfddim.pipelines import train_classifier
+
+    kwargs = {} if args.epochs is None else {"epochs": args.epochs}
+    train_classifier.run(args.out, batch_size=args.batch_size, seed=args.seed, **kwargs)
+    return 0
 
 
 def _run_demo(args) -> int:

@@ -1,0 +1,98 @@
+"""`tfddim evaluate` on a tiny learned-variance digits run: the grid, the noise floor, figures, NLL, the report, the cache."""
+
+import csv
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from tfddim.evaluation import study
+from tfddim.pipelines import config, evaluate, train
+
+TINY_DIGITS = [
+    "train.epochs=1", "train.steps_per_epoch=3", "train.verbose=0", "train.sample_every=0",
+    "diffusion.num_timesteps=50", "diffusion.loss=\"hybrid\"", "model.config.learned_variance=true",
+    "model.config.base_channels=8", "model.config.channel_mult=[1]", "model.config.attention_resolutions=[]",
+    "model.config.num_heads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    train.run(config.load("digits", TINY_DIGITS), runs_dir=str(runs))
+    return str(runs / "digits")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run):
+    result = evaluate.run(tiny_run, num_samples=40, steps=(2, 5), etas=(0.0, "sigma_hat"), batch_size=40, nll_images=6)
+    return tiny_run, result
+
+
+def test_the_grid_has_every_cell_the_noise_floor_and_a_strided_ddpm_row(evaluated):
+    run_dir, result = evaluated
+    samplers = {(r["sampler"], r["steps"]) for r in result["rows"]}
+    assert samplers == {(s, n) for s in ("DDIM η=0", "DDIM η=σ̂", "DDPM strided (learned Σ)") for n in (2, 5)}
+    for row in result["rows"]:
+        assert np.isfinite(row["fid"]) and row["fid"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert row["is"] >= 1.0  # exp of a KL: never below 1
+    floor = result["floor"]
+    # half B of real digits against half A: far better than a 3-step-trained model's samples
+    assert floor["fid"] < min(r["fid"] for r in result["rows"])
+    with open(os.path.join(run_dir, "study.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["sampler"].startswith("real B vs A") and len(table) == 1 + len(result["rows"])
+
+
+def test_the_report_figures_and_nll(evaluated):
+    run_dir, result = evaluated
+    report = open(result["report"]).read()
+    for needle in ("noise floor", "FID", "Consistency", "Interpolation", "Reconstruction", "trajectories", "bits/dim"):
+        assert needle in report, needle
+    for name in ("study_fid.png", "consistency.png", "interpolation.png", "reconstruction.png", "trajectories.png"):
+        with open(os.path.join(run_dir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in report, name
+    assert set(result["nll"]) == {"learned_range"}
+    nll = result["nll"]["learned_range"]
+    # a barely trained net: the bound is positive and finite, and L_T of the cosine schedule at T = 50 is tiny
+    assert 0 < nll["bpd"] < 100 and 0 <= nll["prior_bpd"] < 0.01
+    assert [e["rmse"] >= 0 for e in result["reconstruction"]] == [True, True]
+    saved = json.load(open(os.path.join(run_dir, "evaluation.json")))
+    assert saved["features"] == "digits" and saved["reference_half"] == 748
+
+
+def test_reference_statistics_are_cached_once(evaluated, monkeypatch):
+    run_dir, _ = evaluated
+    cache_dir = os.path.join(os.path.dirname(run_dir), "reference")
+    files = os.listdir(cache_dir)
+    assert len(files) == 1 and "digits" in files[0]
+    stamp = os.path.getmtime(os.path.join(cache_dir, files[0]))
+    evaluate.run(run_dir, num_samples=20, steps=(1,), etas=(0.0,), batch_size=20, nll_images=0, figures=False,
+                 out=os.path.join(run_dir, "again"))
+    assert os.listdir(cache_dir) == files and os.path.getmtime(os.path.join(cache_dir, files[0])) == stamp
+
+
+def test_bad_requests_name_the_parameter(tiny_run, tmp_path, capsys):
+    from tfddim import cli
+
+    for argv, match in [
+        (["evaluate", tiny_run, "--etas", "0,2"], "eta must lie in"),
+        (["evaluate", tiny_run, "--etas", "fast"], "etas"),
+        (["evaluate", tiny_run, "--steps", "10,60"], r"steps must lie in \[1, T = 50\]"),
+        (["evaluate", str(tmp_path), "--steps", "2"], "not a finished training run"),
+        (["evaluate", tiny_run, "--features", "inception", "--steps", "2"], "--inception-weights"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and re.search(match, err), (argv, err)
+
+
+def test_parse_etas_and_cells():
+    assert study.parse_etas("0, 0.5,sigma_hat") == (0.0, 0.5, "sigma_hat")
+    cells = study.grid_cells((10, 20), (0.0, 1.0), learned_variance=False, num_timesteps=100)
+    assert [c.row for c in cells] == ["DDIM η=0"] * 2 + ["DDIM η=1"] * 2
