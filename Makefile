@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tfddim demo
+	$(BIN)/tfddim pipeline
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -96,3 +96,18 @@ def test_parse_etas_and_cells():
     assert study.parse_etas("0, 0.5,sigma_hat") == (0.0, 0.5, "sigma_hat")
     cells = study.grid_cells((10, 20), (0.0, 1.0), learned_variance=False, num_timesteps=100)
     assert [c.row for c in cells] == ["DDIM η=0"] * 2 + ["DDIM η=1"] * 2
+
+
+def test_the_main_job_trains_exports_samples_both_runtimes_and_reports(tmp_path, capsys):
+    """`tfddim pipeline` (make demo) end to end, with a tiny network and grid."""
+    from tfddim.pipelines import full
+
+    result = full.run(str(tmp_path), "job", epochs=1, num_samples=20, nll_images=4, steps=(2, 5), etas=(0.0,),
+                      overrides=[o for o in TINY_DIGITS if not o.startswith(("train.epochs", "train.verbose"))])
+    out = capsys.readouterr().out
+    assert "4/4 evaluate" in out and "report at" in out
+    assert os.path.exists(os.path.join(result["model"], "onnx", "sample_with_noise.onnx"))
+    for name in ("samples_tf.png", "samples_onnx.png", "report.md"):
+        assert os.path.exists(os.path.join(result["run_dir"], name)), name
+    assert result["runtime_gap"] <= 2e-4  # the parity bound of the export tests (1e-4 of the data range)
+    assert "## Runtimes" in open(result["report"]).read()

@@ -105,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=_positive_int, default=256, help="samples per graph call")
     sample.set_defaults(func=_run_sample)
 
+    pipeline = sub.add_parser(
+        "pipeline",
+        help="the main job (make demo): train digits -> export SavedModel + ONNX -> sample both -> evaluate -> report",
+        description=(
+            "Train the digits config for a fixed budget (resumes if interrupted, skips if finished), export it "
+            "as a SavedModel and ONNX, sample through TensorFlow and ONNX Runtime, evaluate a reduced "
+            "S x eta grid with the noise floor, figures and NLL, and write RUNS/NAME/report.md."
+        ),
+    )
+    pipeline.add_argument("--runs-dir", default="runs", help="parent of the run folder (default: runs)")
+    pipeline.add_argument("--name", default="digits_demo", help="run name (default: digits_demo)")
+    pipeline.add_argument("--epochs", type=_positive_int, default=25, help="training epochs of 200 steps (default 25)")
+    pipeline.add_argument("--num-samples", type=_positive_int, default=300, help="samples per evaluated cell")
+    pipeline.add_argument("--nll-images", type=int, default=100, help="test images for the NLL bound (0: skip)")
+    pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.set_defaults(func=_run_pipeline)
+
     evaluate = sub.add_parser(
         "evaluate",
         help="the DDIM steps x eta study, figures and NLL of a training run -> RUN_DIR/report.md",
@@ -144,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--seed", type=int, default=0)
     classifier.set_defaults(func=_run_train_classifier)
     return parser
+
+
+def _run_pipeline(args) -> int:
+    from tfddim.pipelines import full
+
+    full.run(args.runs_dir, args.name, args.epochs, args.num_samples, args.nll_images, args.seed)
+    return 0
 
 
 def _run_evaluate(args) -> int:
