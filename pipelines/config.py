@@ -33,14 +33,14 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The network: ``class_name`` ("UNet" or "MLP") and its constructor arguments."""
+    """The network: ``class_name`` ("UNet", "MLP" or "NoisyClassifier") and its constructor arguments."""
 
     class_name: str = "UNet"
     config: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.class_name not in ("UNet", "MLP"):
-            raise ValueError(f"model.class_name must be 'UNet' or 'MLP', got {self.class_name!r}")
+        if self.class_name not in ("UNet", "MLP", "NoisyClassifier"):
+            raise ValueError(f"model.class_name must be 'UNet', 'MLP' or 'NoisyClassifier', got {self.class_name!r}")
 
 
 @dataclasses.dataclass(frozen=True)

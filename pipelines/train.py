@@ -47,21 +47,27 @@ def build_model(cfg, data_shape, num_classes):
     conditional = getattr(network, "num_classes", None)
     if conditional is not None and num_classes is not None and conditional != num_classes:
         raise ValueError(f"model.config.num_classes={conditional} but the data has {num_classes} classes")
-    model = DiffusionModel(
-        network,
-        schedule,
-        data_shape,
-        loss=d.loss,
-        vlb_weight=d.vlb_weight,
-        variance=d.variance,
-        importance_sampling=d.importance_sampling,
-        ema_decay=tr.ema_decay,
-        ema_warmup=tr.ema_warmup,
-        num_classes=conditional,
-        label_dropout=tr.label_dropout,
-        decoder=d.decoder,
-        seed=tr.seed,
-    )
+    if isinstance(network, models.NoisyClassifier):
+        from tfddim.classifier_training import NoisyClassifierModel
+
+        model = NoisyClassifierModel(network, schedule, data_shape, ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
+                                     seed=tr.seed)
+    else:
+        model = DiffusionModel(
+            network,
+            schedule,
+            data_shape,
+            loss=d.loss,
+            vlb_weight=d.vlb_weight,
+            variance=d.variance,
+            importance_sampling=d.importance_sampling,
+            ema_decay=tr.ema_decay,
+            ema_warmup=tr.ema_warmup,
+            num_classes=conditional,
+            label_dropout=tr.label_dropout,
+            decoder=d.decoder,
+            seed=tr.seed,
+        )
     optimizer = keras.optimizers.Adam(
         learning_rate=warmup_schedule(tr.learning_rate, tr.warmup_steps), global_clipnorm=tr.grad_clip_norm
     )
@@ -100,6 +106,17 @@ def _check_run_dir(run_dir: str, cfg_dict: dict, overwrite: bool) -> bool:
     return os.path.exists(os.path.join(run_dir, "model.keras")) and os.path.exists(os.path.join(run_dir, "metadata.json"))
 
 
+def _test_arrays(data_cfg):
+    """Every example of the test split as arrays (for the classifier's held-out accuracy)."""
+    import dataclasses
+
+    from tfddim import data as data_lib
+
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in
+                   data_lib.make_dataset(dataclasses.replace(data_cfg, batch_size=512), "test", training=False)))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def _worker_suffix(strategy) -> str:
     """"" for the chief; ``worker_<i>`` for the other workers of a multi-worker run (each keeps its own files)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -115,6 +132,7 @@ def run(cfg, runs_dir: str = "runs", overwrite: bool = False) -> dict:
     import keras
 
     from tfddim import data as data_lib
+    from tfddim import models
     from tfddim.pipelines.callbacks import SampleGrid
 
     # A multi-worker strategy must exist before any other TensorFlow op runs.
@@ -141,7 +159,8 @@ def run(cfg, runs_dir: str = "runs", overwrite: bool = False) -> dict:
             keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "last.weights.h5"), save_weights_only=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch"),
         ]
-        if cfg.train.sample_every:
+        is_classifier = isinstance(model.network, models.NoisyClassifier)
+        if cfg.train.sample_every and not is_classifier:
             callbacks.append(SampleGrid(cfg, os.path.join(run_dir, "samples"), os.path.join(run_dir, "logs", "samples")))
         start = time.time()
         history = model.fit(
@@ -165,6 +184,13 @@ def run(cfg, runs_dir: str = "runs", overwrite: bool = False) -> dict:
             "data": {"source": cfg.data.source, "image_shape": list(info["image_shape"]), "num_classes": info.get("num_classes")},
             "parameters": int(model.network.count_params()),
         }
+        if is_classifier:  # guided-diffusion reports the classifier's accuracy by noise level
+            from tfddim.classifier_training import accuracy_by_t
+
+            x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else _test_arrays(cfg.data)
+            meta["test_accuracy_by_t"] = accuracy_by_t(model.ema_network, model.schedule, x_test, y_test, seed=cfg.train.seed)
+            print("tfddim train: held-out accuracy by t: "
+                  + ", ".join(f"t={t}: {a:.3f}" for t, a in meta["test_accuracy_by_t"].items()))
         _write_json(os.path.join(run_dir, "metadata.json"), meta)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -78,6 +78,9 @@ class DataConfig:
         image_size: resize the shorter side to this and center-crop a square;
             None keeps the native size (required for sources of mixed sizes).
         random_flip: random horizontal flips (training only).
+        random_crop: pad each image by this many pixels (edge values) and crop
+            back to its size at a random offset: random translations of up to
+            ``random_crop`` pixels (training only; 0 = off).
         batch_size: the GLOBAL batch size; a distribution strategy splits it across replicas.
         shuffle_buffer: examples in the shuffle buffer.
         cache: cache the decoded, resized examples in memory. Turn it off for
@@ -92,6 +95,7 @@ class DataConfig:
     source: str = "digits"
     image_size: int | None = None
     random_flip: bool = False
+    random_crop: int = 0
     batch_size: int = 64
     shuffle_buffer: int = 10000
     cache: bool = True
@@ -114,6 +118,7 @@ class DataConfig:
         _check_int("shuffle_buffer", self.shuffle_buffer, minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("num_samples", self.num_samples, minimum=1)
+        _check_int("random_crop", self.random_crop, minimum=0)
         for name in ("random_flip", "cache", "download"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -123,6 +128,8 @@ class DataConfig:
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
         if self.source == "mixture2d" and self.image_size is not None:
             raise ValueError("image_size must be None for source 'mixture2d' (its points are 2-D vectors, not images)")
+        if self.source == "mixture2d" and self.random_crop:
+            raise ValueError("random_crop must be 0 for source 'mixture2d' (its points are not images)")
         if self.source == "mixture2d" and self.random_flip:
             raise ValueError("random_flip must be False for source 'mixture2d' (a horizontal flip is not defined for points)")
 
@@ -470,11 +477,14 @@ def make_dataset(config: DataConfig, split: str = "train", training: bool = True
         ds = ds.repeat()
     ds = ds.batch(config.batch_size, drop_remainder=training)
     flip = training and config.random_flip
-    if flip:
+    crop = config.random_crop if training else 0
+    if flip or crop:
         # A stateless seed per batch: deterministic, yet different for every batch.
         seed = tf.constant(config.seed, tf.int64)
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
-        ds = ds.map(lambda xy, i: _finish_batch(*xy, tf.stack([seed, i])), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda xy, i: _finish_batch(*xy, tf.stack([seed, i]) if flip else None,
+                                                crop, tf.stack([seed + 1, i])),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: _finish_batch(x, y, None), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -484,13 +494,21 @@ def make_dataset(config: DataConfig, split: str = "train", training: bool = True
     return ds.with_options(options)
 
 
-def _finish_batch(x: tf.Tensor, y: tf.Tensor, flip_seed: tf.Tensor | None):
-    """Scale a stored batch to float32 [-1, 1] and, given a seed, flip half of it left-right."""
+def _finish_batch(x: tf.Tensor, y: tf.Tensor, flip_seed: tf.Tensor | None, crop: int = 0, crop_seed=None):
+    """Scale a stored batch to float32 [-1, 1]; given a seed, flip half of it left-right;
+    with ``crop`` > 0, translate each image by up to ``crop`` pixels (edge-padded random crop)."""
     if x.dtype == tf.uint8:
         x = tf.cast(x, tf.float32) / 127.5 - 1.0
     if flip_seed is not None:
         flip = tf.random.stateless_uniform(tf.shape(x)[:1], seed=flip_seed) < 0.5
         x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    if crop:
+        shape = tf.shape(x)
+        padded = tf.pad(x, [[0, 0], [crop, crop], [crop, crop], [0, 0]], mode="SYMMETRIC")
+        offsets = tf.random.stateless_uniform([shape[0], 2], seed=crop_seed, minval=0, maxval=2 * crop + 1, dtype=tf.int32)
+        rows = offsets[:, :1] + tf.range(shape[1])[None]  # [B, H]
+        cols = offsets[:, 1:] + tf.range(shape[2])[None]  # [B, W]
+        x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
     return x, y
 
 

@@ -16,13 +16,14 @@ import inspect
 
 import keras
 
+from tfddim.models.classifier import NoisyClassifier
 from tfddim.models.embedding import timestep_embedding
 from tfddim.models.mlp import MLP
 from tfddim.models.unet import UNet
 
-__all__ = ["UNet", "MLP", "timestep_embedding", "build", "MODELS"]
+__all__ = ["UNet", "MLP", "NoisyClassifier", "timestep_embedding", "build", "MODELS"]
 
-MODELS = {"UNet": UNet, "MLP": MLP}
+MODELS = {"UNet": UNet, "MLP": MLP, "NoisyClassifier": NoisyClassifier}
 
 # Base-layer keys that get_config() adds; accepted so build({"class_name": ..., "config": m.get_config()}) works.
 _BASE_KEYS = {"name", "trainable", "dtype"}

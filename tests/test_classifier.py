@@ -1,0 +1,123 @@
+"""The noise-aware classifier: the attention pool against its formula, training on noised digits, guidance wiring."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from tfddim import data as data_lib
+from tfddim import models, sampling, schedules
+from tfddim.classifier_training import NoisyClassifierModel, accuracy_by_t
+from tfddim.models.classifier import AttentionPool2d
+
+T = 50
+
+
+def tiny_classifier():
+    net = models.NoisyClassifier(image_size=8, in_channels=1, num_classes=10, base_channels=8, channel_mult=(1, 1),
+                                 num_res_blocks=1, attention_resolutions=(4,), num_heads=2, num_groups=8)
+    net((tf.zeros([1, 8, 8, 1]), tf.zeros([1], tf.int32)))
+    return net
+
+
+def test_attention_pool_equals_the_formula():
+    """tokens = [mean; x] + pos; out = W_c · softmax(q₀kᵀ/√d)·v per head (ADM AttentionPool2d), in numpy."""
+    pool = AttentionPool2d(spatial=2, channels=4, num_heads=2, out_channels=3)
+    x = np.random.default_rng(0).standard_normal((2, 2, 2, 4)).astype(np.float32)
+    got = pool(x).numpy()
+    pos, (wq, bq), (wc, bc) = pool.positional.numpy(), pool.qkv.get_weights(), pool.c_proj.get_weights()
+    tokens = x.reshape(2, 4, 4)
+    tokens = np.concatenate([tokens.mean(1, keepdims=True), tokens], 1) + pos  # [B, 5, C]
+    qkv = (tokens @ wq + bq).reshape(2, 5, 3, 2, 2)  # [B, L, (q,k,v), heads, d]
+    q, k, v = qkv[:, 0, 0], qkv[:, :, 1], qkv[:, :, 2]  # q of token 0: [B, heads, d]; k, v: [B, L, heads, d]
+    logits = np.einsum("bhd,blhd->bhl", q, k) / np.sqrt(2)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    pooled = np.einsum("bhl,blhd->bhd", w, v).reshape(2, 4)
+    np.testing.assert_allclose(got, pooled @ wc + bc, rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_shapes_round_trip_and_log_prob(tmp_path):
+    net = tiny_classifier()
+    x, t = tf.random.normal([3, 8, 8, 1]), tf.constant([0, 10, 49])
+    logits = net((x, t))
+    assert logits.shape == (3, 10) and logits.dtype == tf.float32
+    path = str(tmp_path / "c.keras")
+    net.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)((x, t)), logits, rtol=1e-6)
+    y = tf.constant([1, 4, 9])
+    want = tf.nn.log_softmax(logits).numpy()[np.arange(3), y.numpy()]
+    np.testing.assert_allclose(net.log_prob_fn()(x, t, y), want, rtol=1e-6)
+    assert models.build({"class_name": "NoisyClassifier", "config": net.get_config()}).num_classes == 10
+    with pytest.raises(ValueError, match="num_classes"):
+        models.NoisyClassifier(num_classes=1)
+    with pytest.raises(ValueError, match="image_size"):
+        models.NoisyClassifier(image_size=6, channel_mult=(1, 2, 2))
+
+
+def test_training_on_noised_digits_learns_and_reports_accuracy_by_t():
+    keras.utils.set_random_seed(0)
+    sched = schedules.get("cosine", T)
+    model = NoisyClassifierModel(tiny_classifier(), sched, (8, 8, 1), ema_decay=0.9)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    ds = data_lib.make_dataset(data_lib.DataConfig(source="digits", batch_size=64, random_crop=1), "train")
+    history = model.fit(ds, epochs=2, steps_per_epoch=40, verbose=0).history
+    assert set(history) == {"loss", "accuracy", "acc_q0", "acc_q1", "acc_q2", "acc_q3"}
+    assert history["loss"][-1] < history["loss"][0]
+    x, y = data_lib.load_digits("test")
+    acc = accuracy_by_t(model.ema_network, sched, x, y, timesteps=(0, T - 1))
+    # 80 steps of a tiny net: far above chance (0.1) on clean digits, near chance at the noisiest t
+    # (cosine ᾱ_{T−1} ≈ 0: x_t carries almost no signal); the binomial s.e. over 300 digits is ≤ 0.03
+    assert acc[0] > 0.5 and acc[T - 1] < 0.3 and acc[0] > acc[T - 1] + 0.2, acc
+
+
+def test_mirrored_classifier_training_matches_one_device():
+    x, y = data_lib.load_digits("train")
+    # unshuffled batches, as the diffusion test: the comparison is about the step, not the input order
+    ds = tf.data.Dataset.from_tensor_slices((x[:256], y[:256])).batch(32, drop_remainder=True).repeat()
+
+    def train(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = NoisyClassifierModel(tiny_classifier(), schedules.get("cosine", T), (8, 8, 1))
+            # SGD: Adam divides by √v, which turns float rounding in near-zero gradients (the
+            # zero-initialized convolutions) into lr-sized weight differences (measured: 5e-5)
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+        return model, model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history
+
+    single, h_a = train(tf.distribute.get_strategy())
+    mirrored, h_b = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    np.testing.assert_allclose(h_a["loss"], h_b["loss"], rtol=1e-4)
+    for a, b in zip(single.network.get_weights(), mirrored.network.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ddim", "ddpm"])
+def test_the_classifier_guides_both_samplers_in_graph(method):
+    """∇ₓ log p(y | x_t, t) of the classifier enters the loop: scale 0 is unguided, scale > 0 moves the samples."""
+    net, sched = tiny_classifier(), schedules.get("cosine", T)
+    eps_fn = lambda x, t, y: 0.1 * x  # noqa: E731  (any ε-net; the guidance term is what is under test)
+    guidance = sampling.ClassifierGuidance(net.log_prob_fn())
+    x_T = tf.random.stateless_normal([4, 8, 8, 1], seed=[1, 2])
+    ts = schedules.spaced_timesteps(T, 5)
+    labels = tf.constant([0, 1, 2, 3])
+    run = lambda s: sampling.sample(eps_fn, x_T, sched, ts, method=method, seed=0, labels=labels,  # noqa: E731
+                                    guidance=guidance, guidance_scale=s, class_conditional=True)
+    unguided = sampling.sample(lambda x, t: 0.1 * x, x_T, sched, ts, method=method, seed=0)
+    np.testing.assert_allclose(run(0.0), unguided, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(run(5.0) - unguided)) > 1e-3
+
+
+def test_random_crop_translates_by_at_most_the_padding():
+    img = tf.reshape(tf.range(16, dtype=tf.float32), [1, 4, 4, 1])
+    out, _ = data_lib._finish_batch(tf.repeat(img, 64, 0), tf.zeros([64]), None, 1, tf.constant([0, 1], tf.int64))
+    padded = np.pad(img.numpy()[0, :, :, 0], 1, mode="symmetric")
+    found = set()
+    for o in out.numpy()[..., 0]:
+        hits = [(r - 1, c - 1) for r in range(3) for c in range(3) if np.array_equal(padded[r:r + 4, c:c + 4], o)]
+        assert hits, o  # every output is one of the 9 shifted windows
+        found.update(hits)
+    assert len(found) == 9  # 64 draws over 9 offsets: missing one has probability < 9·(8/9)^64 ≈ 0.005
+    with pytest.raises(ValueError, match="random_crop"):
+        data_lib.DataConfig(source="digits", random_crop=-1)
