@@ -101,13 +101,18 @@ def _plot(path: str, rows: list, steps: Sequence[int], floor: float, metric: str
     return os.path.basename(path)
 
 
-def _table(rows: list, steps: Sequence[int], metric: str, floor: float, fmt: str = "{:.3f}") -> str:
+def _table(rows: list, steps: Sequence[int], metric: str, floor: dict, fmt: str = "{:.3f}") -> str:
+    """One row per sampler, one column per S; ``metric_std`` (KID) is shown as ± when present."""
+    def cell(values: dict) -> str:
+        text = fmt.format(values[metric])
+        return f"{text} ± {fmt.format(values[metric + '_std'])}" if metric + "_std" in values else text
+
     head = "| sampler | " + " | ".join(f"S={s}" for s in steps) + " |"
     lines = [head, "|---" * (len(steps) + 1) + "|"]
-    lines.append("| real B vs A (noise floor) | " + " | ".join(fmt.format(floor) for _ in steps) + " |")
+    lines.append("| real B vs A (noise floor) | " + " | ".join(cell(floor) for _ in steps) + " |")
     for label in dict.fromkeys(r["sampler"] for r in rows):
-        by_s = {r["steps"]: r[metric] for r in rows if r["sampler"] == label}
-        lines.append(f"| {label} | " + " | ".join(fmt.format(by_s[s]) if s in by_s else "—" for s in steps) + " |")
+        by_s = {r["steps"]: cell(r) for r in rows if r["sampler"] == label}
+        lines.append(f"| {label} | " + " | ".join(by_s.get(s, "—") for s in steps) + " |")
     return "\n".join(lines)
 
 
@@ -144,8 +149,9 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
     real, _ = _real_data(data_section, "train")
     perm = np.random.default_rng(seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
-    half_a, half_b = real[perm[:half]], real[perm[half:2 * half]]
     n = num_samples or half
+    # the floor compares as many real images as each cell has samples (FID is biased by the count)
+    half_a, half_b = real[perm[:half]], real[perm[half:half + min(n, half)]]
     net, kind = _feature_net(features, data_section.get("source", ""), real.ndim - 1, classifier, inception_weights)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(run_dir)), "reference")
     os.makedirs(cache_dir, exist_ok=True)
@@ -153,7 +159,7 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
                                     f"_train_half{half}_seed{seed}_{kind}.npz")
     stats = feature_nets.reference_statistics(net, half_a, cache)
     kid_subset = min(1000, n, half)
-    print(f"tfddim evaluate: reference {half} + {half} real images ({kind} features); {n} samples per cell, "
+    print(f"tfddim evaluate: reference {half} + {min(n, half)} real images ({kind} features); {n} samples per cell, "
           f"{len(cells)} cells", flush=True)
     reference = study.Reference.build(net, half_a, half_b, stats=stats, kid_subset=kid_subset)
 
@@ -176,7 +182,7 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
         writer.writeheader()
         writer.writerow({"sampler": "real B vs A (noise floor)", "steps": "", "nfe": 0, "seconds": 0, **floor})
         writer.writerows(rows)
-    tables = {m: _table(rows, steps, m, floor[m], "{:.4f}" if m == "kid" else "{:.3f}") for m in METRICS if m in floor}
+    tables = {m: _table(rows, steps, m, floor, "{:.4f}" if m == "kid" else "{:.3f}") for m in METRICS if m in floor}
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n\n".join(f"{m.upper()}\n\n{t}" for m, t in tables.items()) + "\n")
     files["plot"] = _plot(os.path.join(out, "study_fid.png"), rows, steps, floor["fid"])
@@ -242,8 +248,8 @@ def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_step
         f"({metadata.get('name', '')}). Features: {feature_text}; identity `{net.identity}`.",
         "",
         f"Every cell draws {n} samples from the same x_T (seed {seed}) and is scored against half A "
-        f"({half} real training images); the **noise floor** row scores half B ({half} other real images) "
-        "against A the same way: differences smaller than the gap between the floor and 0 are not resolved.",
+        f"({half} real training images); the **noise floor** row scores {min(n, half)} other real images "
+        "(from half B) against A the same way: differences smaller than the gap between the floor and 0 are not resolved.",
         "",
         "## Sample quality against the number of steps and η (DDIM Table 1)",
         "",

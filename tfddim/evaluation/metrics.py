@@ -36,6 +36,13 @@ def _as_features(features, name: str) -> np.ndarray:
     return x
 
 
+def _feature_pair(a, b, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _as_features(a, name_a), _as_features(b, name_b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{name_a} and {name_b} dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
+    return a, b
+
+
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``[D]`` and unbiased covariance ``[D, D]`` of features ``[N, D]``.
 
@@ -102,10 +109,7 @@ def fid(features_a, features_b) -> float:
     Biased at finite N (≈ (Tr Σa + Tr Σb)/N from the means alone): compare FIDs only
     at equal sample sizes.
     """
-    a = _as_features(features_a, "features_a")
-    b = _as_features(features_b, "features_b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"features_a and features_b dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
+    a, b = _feature_pair(features_a, features_b, "features_a", "features_b")
     mu_a, sigma_a = feature_statistics(a)
     mu_b, sigma_b = feature_statistics(b)
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
@@ -133,10 +137,7 @@ def kid(features_a, features_b, num_subsets: int = 100, subset_size: int = 1000,
     with ``np.random.default_rng(seed)`` (indices into a, then into b, per subset);
     returns the mean and the (population, ddof=0) standard deviation over subsets.
     """
-    a = _as_features(features_a, "features_a")
-    b = _as_features(features_b, "features_b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"features_a and features_b dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
+    a, b = _feature_pair(features_a, features_b, "features_a", "features_b")
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
     m = min(subset_size, len(a), len(b))
@@ -192,10 +193,7 @@ def precision_recall(real_features, fake_features, k: int = 5) -> tuple[float, f
       precision = mean_{fake x} f(x, Φ_real),   recall = mean_{real x} f(x, Φ_fake).
     Distances are exact (Euclidean, float64), computed in blocks of ``_BATCH_ROWS`` rows.
     """
-    real = _as_features(real_features, "real_features")
-    fake = _as_features(fake_features, "fake_features")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real_features and fake_features dimension mismatch: {real.shape[1]} vs {fake.shape[1]}")
+    real, fake = _feature_pair(real_features, fake_features, "real_features", "fake_features")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if k >= min(len(real), len(fake)):
