@@ -111,3 +111,33 @@ def test_the_main_job_trains_exports_samples_both_runtimes_and_reports(tmp_path,
         assert os.path.exists(os.path.join(result["run_dir"], name)), name
     assert result["runtime_gap"] <= 2e-4  # the parity bound of the export tests (1e-4 of the data range)
     assert "## Runtimes" in open(result["report"]).read()
+
+
+TINY_NET = ["model.config.base_channels=8", "model.config.channel_mult=[1]", "model.config.attention_resolutions=[]",
+            "model.config.num_heads=1"]
+TINY_TRAIN = ["train.epochs=1", "train.steps_per_epoch=3", "train.verbose=0", "train.sample_every=0",
+              "diffusion.num_timesteps=50"]
+
+
+def test_guidance_sweep_scores_both_kinds_with_the_evaluation_classifier(tmp_path, capsys):
+    from tfddim import cli
+    from tfddim.pipelines import guidance
+
+    runs = str(tmp_path)
+    train.run(config.load("digits_conditional", TINY_TRAIN + TINY_NET), runs_dir=runs)
+    train.run(config.load("digits_classifier", TINY_TRAIN + TINY_NET), runs_dir=runs)
+    meta = json.load(open(os.path.join(runs, "digits_classifier", "metadata.json")))
+    assert len(meta["test_accuracy_by_t"]) >= 2  # accuracy by noise level on held-out digits
+    result = guidance.run(os.path.join(runs, "digits_conditional"), os.path.join(runs, "digits_classifier"),
+                          classifier_scales=(0.0, 2.0), free_scales=(0.0, 2.0), num_samples=20, steps=3)
+    assert [(r["guidance"], r["scale"]) for r in result["rows"]] == [
+        ("classifier", 0.0), ("classifier", 2.0), ("classifier-free", 0.0), ("classifier-free", 2.0)]
+    for r in result["rows"]:
+        assert 0.0 <= r["class_accuracy"] <= 1.0 and np.isfinite(r["fid"])
+    # the real held-out half is classified almost perfectly by the 99.7% evaluation classifier
+    assert result["floor"]["class_accuracy"] > 0.95
+    report = open(result["report"]).read()
+    assert "noise floor" in report and "classifier-free" in report
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", os.path.join(runs, "digits_classifier"), "--guidance-sweep"])
+    assert e.value.code == 2

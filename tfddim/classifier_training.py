@@ -82,8 +82,14 @@ class NoisyClassifierModel(DiffusionModel):
         return cls(**config)
 
 
-def accuracy_by_t(network, schedule, x0, labels, timesteps=(0, 100, 250, 500, 750, 999), seed=0, batch_size=500) -> dict:
-    """Held-out accuracy of p_φ(y | x_t, t) at fixed t: ``{t: accuracy}`` (x_t drawn once per t from ``seed``)."""
+def accuracy_by_t(network, schedule, x0, labels, timesteps=None, seed=0, batch_size=500) -> dict:
+    """Held-out accuracy of p_φ(y | x_t, t) at fixed t: ``{t: accuracy}`` (x_t drawn once per t from ``seed``).
+
+    ``timesteps`` defaults to t = 0, T/10, T/4, T/2, 3T/4 and T−1.
+    """
+    if timesteps is None:
+        T = schedule.num_timesteps
+        timesteps = sorted({0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1})
     from tfddim import sampling, steps
 
     ab_all = tf.constant(schedule.alphas_cumprod)

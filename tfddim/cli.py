@@ -20,6 +20,16 @@ def _int_list(text: str) -> tuple:
     return values
 
 
+def _float_list(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected one or more numbers >= 0, got {text!r}")
+    return values
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -148,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=_positive_int, default=500, help="samples per graph call")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", default=None, help="output folder (default: RUN_DIR)")
+    evaluate.add_argument("--guidance-sweep", action="store_true",
+                          help="instead of the study: sweep classifier(-free) guidance scales -> RUN_DIR/guidance.md")
+    evaluate.add_argument("--classifier-run", default=None, metavar="DIR",
+                          help="a noise-aware classifier run (tfddim train --config digits_classifier) for classifier guidance")
+    evaluate.add_argument("--classifier-scales", type=_float_list, default=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
+                          help="classifier guidance scales s")
+    evaluate.add_argument("--free-scales", type=_float_list, default=(0.0, 1.0, 2.0, 4.0),
+                          help="classifier-free guidance scales w")
+    evaluate.add_argument("--guidance-steps", type=_positive_int, default=50, help="DDIM steps of the sweep")
     evaluate.set_defaults(func=_run_evaluate)
 
     classifier = sub.add_parser(
@@ -172,8 +191,12 @@ def _run_pipeline(args) -> int:
 
 def _run_evaluate(args) -> int:
     from tfddim.evaluation.study import parse_etas
-    from tfddim.pipelines import evaluate
+    from tfddim.pipelines import evaluate, guidance
 
+    if args.guidance_sweep:
+        guidance.run(args.run_dir, args.classifier_run, args.classifier_scales, args.free_scales,
+                     args.num_samples or 300, args.guidance_steps, args.seed, args.classifier, args.batch_size, args.out)
+        return 0
     kwargs = {} if args.classifier is None else {"classifier": args.classifier}
     evaluate.run(args.run_dir, args.num_samples, args.steps, parse_etas(args.etas), args.features,
                  args.inception_weights, batch_size=args.batch_size, seed=args.seed, nll_images=args.nll_images,
