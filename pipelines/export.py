@@ -15,7 +15,7 @@ import sys
 
 
 def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models", overwrite: bool = False,
-        onnx: bool = False) -> str:
+        onnx: bool = False, classifier_run: str = None) -> str:
     import keras
 
     import tfddim.models  # noqa: F401  (registers the networks for load_model)
@@ -40,9 +40,17 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
         spacing = "uniform"
     options = export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"))
     network = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    classifier = None
+    if classifier_run is not None:  # bundle a noise-aware classifier: the loops use classifier guidance
+        path = os.path.join(classifier_run, "model.keras")
+        if not os.path.exists(path):
+            raise ValueError(f"{classifier_run} is not a finished classifier run: model.keras is missing")
+        classifier = keras.models.load_model(path)
+        if not hasattr(classifier, "log_prob_fn"):
+            raise ValueError(f"{classifier_run} does not hold a NoisyClassifier")
     path = export.export_saved_model(
         network, schedule, metadata["data"]["image_shape"], os.path.join(base_dir, name), version,
-        options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite, onnx=onnx,
+        options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite, onnx=onnx, classifier=classifier,
     )
     print(f"tfddim export: SavedModel at {path} (signatures: serving_default, sample_with_noise, encode, predict_x0)")
     if onnx:

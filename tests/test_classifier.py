@@ -121,3 +121,39 @@ def test_random_crop_translates_by_at_most_the_padding():
     assert len(found) == 9  # 64 draws over 9 offsets: missing one has probability < 9·(8/9)^64 ≈ 0.005
     with pytest.raises(ValueError, match="random_crop"):
         data_lib.DataConfig(source="digits", random_crop=-1)
+
+
+def test_a_classifier_guided_export_bundles_the_classifier(tmp_path):
+    import json
+    import os
+
+    from conftest import tiny_unet
+    from tfddim import export, serving_warmup
+
+    net, clf, sched = tiny_unet(), tiny_classifier(), schedules.get("cosine", T)
+    opts = export.ExportOptions(clip_x0=(-1, 1))
+    path = export.export_saved_model(net, sched, (8, 8, 1), str(tmp_path / "cg"), 1, opts, classifier=clf)
+    loaded = tf.saved_model.load(path)
+    x = tf.random.stateless_normal([3, 8, 8, 1], seed=[3, 4])
+    y = tf.constant([0, 5, 9])
+    ts = schedules.spaced_timesteps(T, 6)
+    for s in (0.0, 4.0):
+        got = loaded.signatures["serving_default"](x_T=x, num_steps=tf.constant(6), eta=tf.constant(0.0),
+                                                   seed=tf.constant(0, tf.int64), labels=y, guidance_scale=tf.constant(s))
+        want = sampling.sample(lambda a, t: net((a, t)), x, sched, ts, labels=y, clip_x0=(-1, 1), guidance_scale=s,
+                               guidance=sampling.ClassifierGuidance(clf.log_prob_fn()))
+        np.testing.assert_allclose(got["x_0"], want, atol=1e-5)
+    unguided = sampling.sample(lambda a, t: net((a, t)), x, sched, ts, clip_x0=(-1, 1))
+    assert np.max(np.abs(got["x_0"] - unguided)) > 1e-3  # s = 4 moved the samples
+    info = json.load(open(os.path.join(path, "assets.extra", "export.json")))
+    assert info["guidance"].startswith("classifier (") and info["num_classes"] == 10
+    assert os.path.exists(os.path.join(path, "assets.extra", "classifier_config.json"))
+    assert sorted(loaded.signatures["predict_x0"].structured_input_signature[1]) == ["t", "x_t"]  # the net is unconditional
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be < num_classes"):
+        loaded.signatures["serving_default"](x_T=x, num_steps=tf.constant(2), eta=tf.constant(0.0),
+                                             seed=tf.constant(0, tf.int64), labels=tf.constant([0, 10, 1]),
+                                             guidance_scale=tf.constant(1.0))
+    for name, inputs in serving_warmup.read_warmup_requests(path):
+        loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+    with pytest.raises(ValueError, match="ONNX export of classifier guidance"):
+        export.export_saved_model(net, sched, (8, 8, 1), str(tmp_path / "cg"), 2, opts, classifier=clf, onnx=True)

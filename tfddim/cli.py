@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--onnx", action="store_true",
                         help="also write ONNX graphs (sample_with_noise, encode) to VERSION/onnx/, checked in ONNX Runtime")
+    export.add_argument("--classifier-run", default=None, metavar="DIR",
+                        help="bundle this noise-aware classifier run: sampling uses classifier guidance (labels, guidance_scale)")
     export.set_defaults(func=_run_export)
 
     sample = sub.add_parser(
@@ -243,7 +245,7 @@ def _run_train(args) -> int:
 def _run_export(args) -> int:
     from tfddim.pipelines import export
 
-    export.run(args.run_dir, args.name, args.version, args.base_dir, args.overwrite, args.onnx)
+    export.run(args.run_dir, args.name, args.version, args.base_dir, args.overwrite, args.onnx, args.classifier_run)
     return 0
 
 

@@ -71,21 +71,32 @@ class ExportOptions:
 class SamplerModule(tf.Module):
     """The network, its schedule and the sampling loops as ``tf.function`` signatures."""
 
-    def __init__(self, network, schedule: Schedule, data_shape, options: ExportOptions = ExportOptions()):
+    def __init__(self, network, schedule: Schedule, data_shape, options: ExportOptions = ExportOptions(),
+                 classifier=None):
         super().__init__()
         # Only the weights are tracked: tracking the Keras object would also save its
         # own default signature, a second copy of the network graph.
         object.__setattr__(self, "network", network)
+        object.__setattr__(self, "classifier", classifier)
         self.network_weights = list(network.weights)
+        self.classifier_weights = [] if classifier is None else list(classifier.weights)
         self.schedule_json = schedule.to_json()
         self.num_timesteps = schedule.num_timesteps
         self.data_shape = tuple(int(d) for d in data_shape)
         self.options = options
-        self.num_classes = getattr(network, "num_classes", None)
+        # labels condition the network (classifier-free guidance) or only the bundled classifier
+        self.network_classes = getattr(network, "num_classes", None)
+        if classifier is not None and self.network_classes not in (None, classifier.num_classes):
+            raise ValueError(f"the classifier has {classifier.num_classes} classes, the network {self.network_classes}")
+        self.num_classes = self.network_classes if classifier is None else int(classifier.num_classes)
         learned = bool(getattr(network, "learned_variance", False))
-        conditional = self.num_classes is not None
-        common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod)
-        guidance = sampling.ClassifierFreeGuidance(null_label=self.num_classes) if conditional else None
+        conditional = self.network_classes is not None
+        common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod,
+                      class_conditional=conditional)
+        if classifier is not None:  # guided-diffusion: ε̂ = ε − s·√(1−ᾱ)·∇ₓ log p_φ(y | x_t, t), s = guidance_scale
+            guidance = sampling.ClassifierGuidance(classifier.log_prob_fn())
+        else:
+            guidance = sampling.ClassifierFreeGuidance(null_label=self.num_classes) if conditional else None
         # One traced network function shared by every loop and signature, so the graph
         # holds the network once. It is not a module attribute: saving would re-trace it.
         spec_x, spec_t = tf.TensorSpec([None, *self.data_shape], tf.float32), tf.TensorSpec([None], tf.int32)
@@ -132,6 +143,7 @@ class SamplerModule(tf.Module):
     def _make_signatures(self):
         shape = [None, *self.data_shape]
         conditional = self.num_classes is not None
+        network_conditional = self.network_classes is not None
         extra = [tf.TensorSpec([None], tf.int32, name="labels"), tf.TensorSpec([], tf.float32, name="guidance_scale")] if conditional else []
 
         def sample(x_T, num_steps, eta, seed, *cond):
@@ -149,13 +161,13 @@ class SamplerModule(tf.Module):
             return {"x_T": self._sampler.graph_encode(x_0, self._timesteps(num_steps), labels=y, guidance_scale=w)}
 
         def predict_x0(x_t, t, *labels):
-            y = self._labels(labels[0], x_t) if conditional else None
+            y = self._labels(labels[0], x_t) if network_conditional else None
             with tf.control_dependencies([
                 tf.debugging.assert_greater_equal(t, 0, message="t must be >= 0"),
                 tf.debugging.assert_less(t, self.num_timesteps, message=f"t must be < T = {self.num_timesteps}"),
             ]):
                 t = tf.identity(t)
-            out = self._sampler.model_fn(x_t, t, y) if conditional else self._sampler.model_fn(x_t, t)
+            out = self._sampler.model_fn(x_t, t, y) if network_conditional else self._sampler.model_fn(x_t, t)
             eps = out[..., : self.data_shape[-1]]
             ab = sampling.select_timestep(self._alphas_cumprod, t, x_t)
             return {"x_0": steps.x0_from_eps(x_t, eps, ab), "eps": eps}
@@ -168,7 +180,7 @@ class SamplerModule(tf.Module):
                                                       tf.TensorSpec([None, *shape], tf.float32, name="noise"), *extra]),
             "encode": (encode, [tf.TensorSpec(shape, tf.float32, name="x_0"), tf.TensorSpec([], tf.int32, name="num_steps"), *extra]),
             "predict_x0": (predict_x0, [tf.TensorSpec(shape, tf.float32, name="x_t"), tf.TensorSpec([None], tf.int32, name="t"),
-                                        *extra[:1]]),
+                                        *(extra[:1] if network_conditional else [])]),
         }
         return {name: tf.function(fn, input_signature=sig).get_concrete_function() for name, (fn, sig) in specs.items()}
 
@@ -192,10 +204,14 @@ def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) ->
             "method": "ddim (eta input; eta = 1 is DDPM with the fixed_small variance)",
             "data_shape": list(module.data_shape),
             "num_classes": module.num_classes,
-            "guidance": "classifier-free, null label = num_classes" if module.num_classes is not None else None,
+            "guidance": ("classifier (noise-aware classifier bundled; guidance_scale = s)" if module.classifier is not None
+                         else "classifier-free, null label = num_classes" if module.num_classes is not None else None),
             "signatures": sorted(module.serving_signatures),
         },
     }
+    if module.classifier is not None:
+        files["classifier_config.json"] = {"class_name": type(module.classifier).__name__,
+                                           "config": module.classifier.get_config()}
     if metadata is not None:
         files["metadata.json"] = metadata
     for name, value in files.items():
@@ -219,11 +235,14 @@ def _check(path: str, module: SamplerModule):
 
 def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, version: int = 1,
                        options: ExportOptions = ExportOptions(), metadata: Optional[dict] = None,
-                       overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None) -> str:
+                       overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None,
+                       classifier=None) -> str:
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
 
     Args:
         onnx: also write ``onnx/`` (:mod:`tfddim.onnx_export`), checked against the SavedModel.
+        classifier: a :class:`tfddim.models.NoisyClassifier` to bundle: the loops use classifier
+            guidance (its gradient, in the graph) with ``labels`` and ``guidance_scale`` = s.
         warmup: write TF Serving warmup requests; ``None`` writes them when
             ``tensorflow-serving-api`` is installed (and says so when it is not).
     """
@@ -233,7 +252,13 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) or a new --version")
     os.makedirs(base_dir, exist_ok=True)
-    module = SamplerModule(network, schedule, data_shape, options)
+    if onnx and classifier is not None:
+        # Measured with tf2onnx 1.17: the guidance gradient inside the loop brings TF gradient ops
+        # (ShapeN from the convolutions' gradients, BroadcastGradientArgs) that it has no handler for.
+        raise ValueError("ONNX export of classifier guidance is not supported: tf2onnx cannot convert the gradient "
+                         "ops of ∇ log p(y|x_t) inside the loop; export without --onnx (the SavedModel has it), "
+                         "or use classifier-free guidance")
+    module = SamplerModule(network, schedule, data_shape, options, classifier=classifier)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
     try:
         tf.saved_model.save(module, tmp, signatures=module.serving_signatures)
@@ -246,7 +271,7 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
                       "(pip install 'tfddim[serving]')")
         if warmup:
             serving_warmup.write_warmup_requests(tmp, os.path.basename(os.path.normpath(base_dir)),
-                                                 module.data_shape, module.num_classes)
+                                                 module.data_shape, module.num_classes, module.network_classes is not None)
         if onnx:
             onnx_export.export_onnx(tmp)
             gap = onnx_export.check_onnx(tmp, loaded, module.data_shape, module.num_classes)

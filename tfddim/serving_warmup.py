@@ -28,8 +28,15 @@ def available() -> bool:
     return True
 
 
-def warmup_inputs(data_shape, num_classes: Optional[int]) -> Dict[str, Dict[str, np.ndarray]]:
-    """The inputs of one small request per signature (batch 1, num_steps 2)."""
+def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: Optional[bool] = None
+                  ) -> Dict[str, Dict[str, np.ndarray]]:
+    """The inputs of one small request per signature (batch 1, num_steps 2).
+
+    ``network_conditional``: ``predict_x0`` takes labels (default: whenever there are classes;
+    False for an unconditional network exported with a guidance classifier).
+    """
+    if network_conditional is None:
+        network_conditional = num_classes is not None
     x = np.zeros((1, *data_shape), np.float32)
     steps = np.int32(2)
     cond = {} if num_classes is None else {"labels": np.zeros([1], np.int32), "guidance_scale": np.float32(1.0)}
@@ -38,18 +45,19 @@ def warmup_inputs(data_shape, num_classes: Optional[int]) -> Dict[str, Dict[str,
         "sample_with_noise": dict(x_T=x, num_steps=steps, eta=np.float32(1.0),
                                   noise=np.zeros((2, 1, *data_shape), np.float32), **cond),
         "encode": dict(x_0=x, num_steps=steps, **cond),
-        "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({} if num_classes is None else {"labels": cond["labels"]})),
+        "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {})),
     }
 
 
-def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int]) -> str:
+def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int],
+                          network_conditional: Optional[bool] = None) -> str:
     """Write ``assets.extra/tf_serving_warmup_requests``; return its path."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = os.path.join(saved_model_dir, "assets.extra", FILENAME)
     with tf.io.TFRecordWriter(path) as writer:
-        for signature, inputs in warmup_inputs(data_shape, num_classes).items():
+        for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional).items():
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
             for key, value in inputs.items():
