@@ -125,7 +125,12 @@ def test_guidance_sweep_scores_both_kinds_with_the_evaluation_classifier(tmp_pat
 
     runs = str(tmp_path)
     train.run(config.load("digits_conditional", TINY_TRAIN + TINY_NET), runs_dir=runs)
-    train.run(config.load("digits_classifier", TINY_TRAIN + TINY_NET), runs_dir=runs)
+    # the guidance classifier through its command: tfddim train-classifier --config digits_classifier
+    assert cli.main(["train-classifier", "--config", "digits_classifier", "--runs-dir", runs,
+                     *[a for o in TINY_TRAIN + TINY_NET for a in ("--set", o)]]) == 0
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train-classifier", "--config", "digits", "--runs-dir", runs])
+    assert e.value.code == 2 and "NoisyClassifier config" in capsys.readouterr().err
     meta = json.load(open(os.path.join(runs, "digits_classifier", "metadata.json")))
     assert len(meta["test_accuracy_by_t"]) >= 2  # accuracy by noise level on held-out digits
     result = guidance.run(os.path.join(runs, "digits_conditional"), os.path.join(runs, "digits_classifier"),

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--guidance-sweep", action="store_true",
                           help="instead of the study: sweep classifier(-free) guidance scales -> RUN_DIR/guidance.md")
     evaluate.add_argument("--classifier-run", default=None, metavar="DIR",
-                          help="a noise-aware classifier run (tfddim train --config digits_classifier) for classifier guidance")
+                          help="a noise-aware classifier run (tfddim train-classifier --config digits_classifier) for classifier guidance")
     evaluate.add_argument("--classifier-scales", type=_float_list, default=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
                           help="classifier guidance scales s")
     evaluate.add_argument("--free-scales", type=_float_list, default=(0.0, 1.0, 2.0, 4.0),
@@ -173,10 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     classifier = sub.add_parser(
         "train-classifier",
-        help="train the digits evaluation classifier (features for FID/KID/precision/recall)",
-        description="Train the small CNN whose penultimate layer gives the digits' evaluation features.",
+        help="train a classifier: the noise-aware guidance classifier (--config) or the digits evaluation classifier",
+        description=(
+            "With --config (e.g. digits_classifier): train a noise-aware NoisyClassifier on q_sample-noised images "
+            "for classifier guidance, like `tfddim train` (run folder, resume, strategies; held-out accuracy by t "
+            "in metadata.json). Without --config: train the small CNN whose penultimate layer gives the digits' "
+            "evaluation features (saved_models/digits_classifier)."
+        ),
     )
-    classifier.add_argument("--out", default="saved_models/digits_classifier", help="output folder")
+    classifier.add_argument("--config", default=None, help="a NoisyClassifier config, e.g. digits_classifier")
+    classifier.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config value (with --config)")
+    classifier.add_argument("--runs-dir", default="runs", help="parent folder of run folders (with --config)")
+    classifier.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
+    classifier.add_argument("--out", default="saved_models/digits_classifier", help="output folder (evaluation classifier)")
     classifier.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the pipeline's)")
     classifier.add_argument("--batch-size", type=_positive_int, default=64)
     classifier.add_argument("--seed", type=int, default=0)
@@ -209,6 +219,15 @@ def _run_evaluate(args) -> int:
 def _run_train_classifier(args) -> int:
     from tfddim.pipelines import train_classifier
 
+    if args.config is not None:
+        from tfddim.pipelines import config, train
+
+        cfg = config.load(args.config, args.overrides)
+        if cfg.model.class_name != "NoisyClassifier":
+            raise ValueError(f"--config {args.config} trains a {cfg.model.class_name}; "
+                             "train-classifier takes a NoisyClassifier config (e.g. digits_classifier)")
+        train.run(cfg, runs_dir=args.runs_dir, overwrite=args.overwrite)
+        return 0
     kwargs = {} if args.epochs is None else {"epochs": args.epochs}
     train_classifier.run(args.out, batch_size=args.batch_size, seed=args.seed, **kwargs)
     return 0
