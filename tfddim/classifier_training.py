@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfddim.training import DiffusionModel, _is_multi_worker
+from tfddim.training import DiffusionModel
 
 __all__ = ["NoisyClassifierModel", "accuracy_by_t"]
 
@@ -59,13 +59,8 @@ class NoisyClassifierModel(DiffusionModel):
     def _update_metrics(self, loss, correct, _, t):
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(correct)
-        quartile = t * 4 // self.schedule.num_timesteps
-        for q, tracker in enumerate(self.quartile_trackers):
-            tracker.update_state(correct, sample_weight=tf.cast(tf.equal(quartile, q), tf.float32))
-        logs = {m.name: m.result() for m in self.metrics}
-        if _is_multi_worker(self.distribute_strategy):
-            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
-        return logs
+        self._track_quartiles(correct, t)
+        return self._logs()
 
     def noisy_batch(self, x0, y, seeds):
         # labels are targets here, never dropped

@@ -313,11 +313,18 @@ class DiffusionModel(keras.Model):
         self.loss_tracker.update_state(loss)
         self.mse_tracker.update_state(mse)
         self.vlb_tracker.update_state(vlb)
+        self._track_quartiles(loss, t)
+        return self._logs()
+
+    def _track_quartiles(self, values, t):
+        """Per-example ``values`` into ``quartile_trackers[q]`` for t in the q-th quarter of [0, T)."""
         quartile = t * 4 // self.schedule.num_timesteps
         for q, tracker in enumerate(self.quartile_trackers):
-            tracker.update_state(loss, sample_weight=tf.cast(tf.equal(quartile, q), tf.float32))
+            tracker.update_state(values, sample_weight=tf.cast(tf.equal(quartile, q), tf.float32))
+
+    def _logs(self):
         logs = {m.name: m.result() for m in self.metrics}
-        if _is_multi_worker(self.distribute_strategy):
+        if _is_multi_worker(self.distribute_strategy):  # [1]-shaped: Keras reduces them along axis 0 across workers
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
