@@ -35,7 +35,7 @@ DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 METRICS = ("fid", "kid", "precision", "recall", "is")
 
 
-def _read(run_dir: str, name: str) -> dict:
+def read_run_file(run_dir: str, name: str) -> dict:
     path = os.path.join(run_dir, name)
     if not os.path.exists(path):
         raise ValueError(f"{run_dir} is not a finished training run: {name} is missing")
@@ -43,7 +43,7 @@ def _read(run_dir: str, name: str) -> dict:
         return json.load(f)
 
 
-def _real_data(data_section: dict, split: str) -> tuple:
+def real_data(data_section: dict, split: str) -> tuple:
     from tfddim.data import DataConfig, make_dataset
 
     cfg = DataConfig(**dict(data_section, batch_size=512))
@@ -68,7 +68,7 @@ def _feature_net(kind: str, source: str, data_rank: int, classifier: str, incept
     raise ValueError(f"features must be auto, digits, inception or raw, got {kind!r}")
 
 
-def _png(path: str, images: np.ndarray, columns: int) -> str:
+def write_png(path: str, images: np.ndarray, columns: int) -> str:
     import tensorflow as tf
 
     from tfddim.pipelines.callbacks import image_grid
@@ -130,8 +130,8 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
 
     if batch_size < 1 or (num_samples is not None and num_samples < 2) or nll_images < 0:
         raise ValueError("--batch-size must be >= 1, --num-samples >= 2 and --nll-images >= 0")
-    config, metadata = _read(run_dir, "config.json"), _read(run_dir, "metadata.json")
-    schedule = Schedule.from_config(_read(run_dir, "schedule.json"))
+    config, metadata = read_run_file(run_dir, "config.json"), read_run_file(run_dir, "metadata.json")
+    schedule = Schedule.from_config(read_run_file(run_dir, "schedule.json"))
     network = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     learned = bool(getattr(network, "learned_variance", False))
     if getattr(network, "num_classes", None) is not None:
@@ -146,7 +146,7 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
 
     # ---------------------------------------------------------------- reference
     data_section = config["data"]
-    real, _ = _real_data(data_section, "train")
+    real, _ = real_data(data_section, "train")
     perm = np.random.default_rng(seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
     n = num_samples or half
@@ -192,19 +192,19 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
     if figures and real.ndim == 4:
         fig_steps = [s for s in steps if s <= 100] or list(steps)[:1]
         k, interp_steps = 8, min(50, schedule.num_timesteps)
-        files["consistency"] = _png(os.path.join(out, "consistency.png"),
+        files["consistency"] = write_png(os.path.join(out, "consistency.png"),
                                     study.consistency(model_fn, schedule, x_T[:k], fig_steps, options).reshape(-1, *real.shape[1:]), k)
         rng = np.random.default_rng(seed + 1)
         pairs = rng.standard_normal((2, 4, *real.shape[1:])).astype(np.float32)
-        files["interpolation"] = _png(os.path.join(out, "interpolation.png"),
+        files["interpolation"] = write_png(os.path.join(out, "interpolation.png"),
                                       study.interpolation(model_fn, schedule, pairs[0], pairs[1], 9, interp_steps, options)
                                       .reshape(-1, *real.shape[1:]), 9)
-        test_x, _ = _real_data(data_section, "test")
+        test_x, _ = real_data(data_section, "test")
         recs, recon_errors = study.reconstruction(model_fn, schedule, test_x[:k], fig_steps, options)
-        files["reconstruction"] = _png(os.path.join(out, "reconstruction.png"),
+        files["reconstruction"] = write_png(os.path.join(out, "reconstruction.png"),
                                        np.concatenate([test_x[:k][None], recs]).reshape(-1, *real.shape[1:]), k)
         traj = study.trajectories(model_fn, schedule, x_T[:6], min(10, schedule.num_timesteps), options)  # [S, N, ...]
-        files["trajectories"] = _png(os.path.join(out, "trajectories.png"),
+        files["trajectories"] = write_png(os.path.join(out, "trajectories.png"),
                                      np.swapaxes(traj, 0, 1).reshape(-1, *real.shape[1:]), traj.shape[0])
     else:
         fig_steps = []
@@ -212,7 +212,7 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
     # ---------------------------------------------------------------- NLL
     nll = {}
     if nll_images > 0:
-        test_x, _ = _real_data(data_section, "test")
+        test_x, _ = real_data(data_section, "test")
         test_x = test_x[:nll_images]
         decoder = "discretized" if real.ndim == 4 else "gaussian"
         for variance in (["learned_range"] if learned else ["fixed_small", "fixed_large"]):

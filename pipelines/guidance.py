@@ -47,8 +47,8 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     from tfddim.schedules import Schedule
     from tfddim.spacing import spaced_timesteps
 
-    config = evaluate._read(run_dir, "config.json")
-    schedule = Schedule.from_config(evaluate._read(run_dir, "schedule.json"))
+    config = evaluate.read_run_file(run_dir, "config.json")
+    schedule = Schedule.from_config(evaluate.read_run_file(run_dir, "schedule.json"))
     network = _load(run_dir)
     if hasattr(network, "log_prob_fn"):
         raise ValueError(f"{run_dir} is a classifier run; give a diffusion run (and the classifier as --classifier-run)")
@@ -65,7 +65,7 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     options = {"clip_x0": None if clip is None else tuple(clip),
                "learned_variance": bool(getattr(network, "learned_variance", False))}
 
-    real, _ = evaluate._real_data(config["data"], "train")
+    real, _ = evaluate.real_data(config["data"], "train")
     perm = np.random.default_rng(seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
     net = features.DigitsFeatureNet(eval_classifier or evaluate.DEFAULT_CLASSIFIER)
@@ -100,7 +100,7 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
         samples = draw(guidance, scale)
         scores = study.score(net, samples, reference, labels=labels, kid_subset=min(1000, num_samples, half))
         rows.append({"guidance": kind, "scale": float(scale), **{k: float(v) for k, v in scores.items()}})
-        evaluate._png(os.path.join(out, f"guidance_{kind}_{scale:g}.png"), samples[:40], 10)
+        evaluate.write_png(os.path.join(out, f"guidance_{kind}_{scale:g}.png"), samples[:40], 10)
     floor = {k: float(v) for k, v in reference.floor.items()}
     floor["class_accuracy"] = metrics.class_accuracy(net.logits(real[perm[half:half + min(num_samples, half)]]),
                                                      _real_labels(config["data"], perm, half, num_samples))
@@ -123,7 +123,7 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
 def _real_labels(data_section, perm, half, n):
     from tfddim.pipelines import evaluate
 
-    _, y = evaluate._real_data(data_section, "train")
+    _, y = evaluate.real_data(data_section, "train")
     return y[perm[half:half + min(n, half)]]
 
 
