@@ -72,7 +72,7 @@ def test_training_on_noised_digits_learns_and_reports_accuracy_by_t():
     assert acc[0] > 0.5 and acc[T - 1] < 0.3 and acc[0] > acc[T - 1] + 0.2, acc
 
 
-def test_mirrored_classifier_training_matches_one_device():
+def test_mirrored_classifier_training_matches_one_device(mirrored_strategy):
     x, y = data_lib.load_digits("train")
     # unshuffled batches, as the diffusion test: the comparison is about the step, not the input order
     ds = tf.data.Dataset.from_tensor_slices((x[:256], y[:256])).batch(32, drop_remainder=True).repeat()
@@ -87,7 +87,7 @@ def test_mirrored_classifier_training_matches_one_device():
         return model, model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history
 
     single, h_a = train(tf.distribute.get_strategy())
-    mirrored, h_b = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    mirrored, h_b = train(mirrored_strategy)
     np.testing.assert_allclose(h_a["loss"], h_b["loss"], rtol=1e-4)
     for a, b in zip(single.network.get_weights(), mirrored.network.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

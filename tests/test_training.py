@@ -116,8 +116,8 @@ def test_importance_sampling_uses_the_second_moment_history(data):
     np.testing.assert_allclose(weights.numpy(), 1 / (8 * expected[t.numpy()]), rtol=1e-5)
 
 
-def test_replicas_draw_different_noise_and_timesteps():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_replicas_draw_different_noise_and_timesteps(mirrored_strategy):
+    strategy = mirrored_strategy
     with strategy.scope():
         model = make_model("simple")
     x0 = tf.zeros([16, 2])
@@ -136,7 +136,7 @@ def test_replicas_draw_different_noise_and_timesteps():
     np.testing.assert_array_equal(np.concatenate([e0, e1]), eps_all.numpy())
 
 
-def test_mirrored_training_matches_one_device(data):
+def test_mirrored_training_matches_one_device(data, mirrored_strategy):
     """Same global batches: the loss, step count and final weights agree (up to float summation order)."""
     ds = tf.data.Dataset.from_tensor_slices(data).batch(64, drop_remainder=True).repeat()
 
@@ -149,7 +149,7 @@ def test_mirrored_training_matches_one_device(data):
         return model, init, history
 
     single, init_a, h_a = train(tf.distribute.get_strategy())
-    mirrored, init_b, h_b = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    mirrored, init_b, h_b = train(mirrored_strategy)
     for a, b in zip(init_a, init_b):
         np.testing.assert_array_equal(a, b)
     assert single.optimizer.iterations.numpy() == mirrored.optimizer.iterations.numpy() == 8
