@@ -65,7 +65,7 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     options = {"clip_x0": None if clip is None else tuple(clip),
                "learned_variance": bool(getattr(network, "learned_variance", False))}
 
-    real, _ = evaluate.real_data(config["data"], "train")
+    real, real_labels = evaluate.real_data(config["data"], "train")
     perm = np.random.default_rng(seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
     net = features.DigitsFeatureNet(eval_classifier or evaluate.DEFAULT_CLASSIFIER)
@@ -102,8 +102,8 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
         rows.append({"guidance": kind, "scale": float(scale), **{k: float(v) for k, v in scores.items()}})
         evaluate.write_png(os.path.join(out, f"guidance_{kind}_{scale:g}.png"), samples[:40], 10)
     floor = {k: float(v) for k, v in reference.floor.items()}
-    floor["class_accuracy"] = metrics.class_accuracy(net.logits(real[perm[half:half + min(num_samples, half)]]),
-                                                     _real_labels(config["data"], perm, half, num_samples))
+    floor_idx = perm[half:half + min(num_samples, half)]  # the real images of the noise floor
+    floor["class_accuracy"] = metrics.class_accuracy(net.logits(real[floor_idx]), real_labels[floor_idx])
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "guidance.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -118,13 +118,6 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
         f.write(report)
     print(f"tfddim evaluate: guidance sweep at {path}")
     return {"rows": rows, "floor": floor, "report": path}
-
-
-def _real_labels(data_section, perm, half, n):
-    from tfddim.pipelines import evaluate
-
-    _, y = evaluate.real_data(data_section, "train")
-    return y[perm[half:half + min(n, half)]]
 
 
 def _plot(path: str, rows: list) -> str:

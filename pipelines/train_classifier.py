@@ -108,6 +108,21 @@ def run(out_dir: str = DEFAULT_OUT_DIR, epochs: int = DEFAULT_EPOCHS, batch_size
     return result
 
 
+def run_noisy(config_name: str, overrides=(), runs_dir: str = "runs", overwrite: bool = False) -> dict:
+    """Train the noise-aware guidance classifier of a ``NoisyClassifier`` config (``tfddim train-classifier --config``).
+
+    The run is an ordinary training run (:func:`tfddim.pipelines.train.run`): run folder,
+    resume, strategies; its ``metadata.json`` holds the held-out accuracy by t.
+    """
+    from tfddim.pipelines import config, train
+
+    cfg = config.load(config_name, list(overrides))
+    if cfg.model.class_name != "NoisyClassifier":
+        raise ValueError(f"--config {config_name} trains a {cfg.model.class_name}; "
+                         "train-classifier takes a NoisyClassifier config (e.g. digits_classifier)")
+    return train.run(cfg, runs_dir=runs_dir, overwrite=overwrite)
+
+
 def main(argv=None) -> int:
     from tfddim.cli import main as cli_main
 

@@ -220,13 +220,7 @@ def _run_train_classifier(args) -> int:
     from tfddim.pipelines import train_classifier
 
     if args.config is not None:
-        from tfddim.pipelines import config, train
-
-        cfg = config.load(args.config, args.overrides)
-        if cfg.model.class_name != "NoisyClassifier":
-            raise ValueError(f"--config {args.config} trains a {cfg.model.class_name}; "
-                             "train-classifier takes a NoisyClassifier config (e.g. digits_classifier)")
-        train.run(cfg, runs_dir=args.runs_dir, overwrite=args.overwrite)
+        train_classifier.run_noisy(args.config, args.overrides, args.runs_dir, args.overwrite)
         return 0
     kwargs = {} if args.epochs is None else {"epochs": args.epochs}
     train_classifier.run(args.out, batch_size=args.batch_size, seed=args.seed, **kwargs)
