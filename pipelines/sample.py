@@ -16,12 +16,13 @@ import sys
 import numpy as np
 
 # The model that ships with the project (MODEL_CARD.md beside it), found from the checkout.
+METHODS = ("ddim", "dpmpp_2m")
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "digits", "1")
 
 
 def run(model: str = None, n: int = 64, steps: int = 50, eta: float = 0.0, seed: int = 0, labels=None,
         guidance_scale: float = 1.0, out: str = "samples.png", npz: bool = False, batch_size: int = 256,
-        backend: str = "tf") -> dict:
+        backend: str = "tf", method: str = "ddim") -> dict:
     import keras
     import tensorflow as tf
 
@@ -30,6 +31,10 @@ def run(model: str = None, n: int = 64, steps: int = 50, eta: float = 0.0, seed:
 
     if n < 1 or batch_size < 1:
         raise ValueError("--n and --batch-size must be >= 1")
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
+    if method == "dpmpp_2m" and eta != 0.0:
+        raise ValueError("--eta applies only to --method ddim (dpmpp_2m is deterministic)")
     sampler = open_sampler(DEFAULT_MODEL if model is None else model, backend)
     x_T = sampler.starting_noise(n, seed)
     y = None if labels is None else np.resize(np.asarray(labels, np.int32), n)  # cycle the given labels over n
@@ -39,8 +44,11 @@ def run(model: str = None, n: int = 64, steps: int = 50, eta: float = 0.0, seed:
         stop = min(n, start + batch_size)
         chunk_labels = None if y is None else y[start:stop]
         # each batch draws its in-graph noise from its own seed, derived from (seed, start)
-        chunks.append(sampler.sample(x_T[start:stop], steps, eta, seed=seed * 1_000_003 + start, labels=chunk_labels,
-                                     guidance_scale=guidance_scale))
+        if method == "dpmpp_2m":
+            chunks.append(sampler.sample_dpmpp_2m(x_T[start:stop], steps, labels=chunk_labels, guidance_scale=guidance_scale))
+        else:
+            chunks.append(sampler.sample(x_T[start:stop], steps, eta, seed=seed * 1_000_003 + start, labels=chunk_labels,
+                                         guidance_scale=guidance_scale))
         if bar is not None:
             bar.update(stop)
     x0 = np.concatenate(chunks)
@@ -54,7 +62,8 @@ def run(model: str = None, n: int = 64, steps: int = 50, eta: float = 0.0, seed:
         path = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(path, x_0=x0, x_T=x_T, **({} if y is None else {"labels": y}))
         files.append(path)
-    print(f"tfddim sample: {n} samples, {steps} DDIM steps, eta={eta}, backend {backend}; wrote {', '.join(files)}")
+    what = f"DDIM steps, eta={eta}" if method == "ddim" else "DPM-Solver++(2M) steps"
+    print(f"tfddim sample: {n} samples, {steps} {what}, backend {backend}; wrote {', '.join(files)}")
     return {"x_0": x0, "files": files}
 
 

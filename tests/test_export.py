@@ -37,7 +37,7 @@ def test_layout_and_assets(uncond):
         assert os.path.exists(os.path.join(path, name)), name
     info = json.load(open(os.path.join(path, "assets.extra", "export.json")))
     assert info["spacing"] == "uniform" and info["clip_x0"] == [-1.0, 1.0]
-    assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "encode", "predict_x0"}
+    assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "encode", "predict_x0"}
     assert sorted(loaded.signatures["serving_default"].structured_input_signature[1]) == ["eta", "num_steps", "seed", "x_T"]
 
 
@@ -61,6 +61,8 @@ def test_noise_encode_and_predict_signatures(uncond, sched):
     assert_close(got, want)
     enc = loaded.signatures["encode"](x_0=x_T(), num_steps=tf.constant(8))["x_T"]
     assert_close(enc, sampling.encode(fn, x_T(), sched, schedules.spaced_timesteps(T, 8), clip_x0=(-1, 1)))
+    dpm = loaded.signatures["sample_dpmpp_2m"](x_T=x_T(), num_steps=tf.constant(7))["x_0"]
+    assert_close(dpm, sampling.sample(fn, x_T(), sched, schedules.spaced_timesteps(T, 7), method="dpmpp_2m", clip_x0=(-1, 1)))
     t = tf.constant([0, 10, 49])
     out = loaded.signatures["predict_x0"](x_t=x_T(), t=t)
     eps = net((x_T(), t))
@@ -78,6 +80,10 @@ def test_conditional_export_takes_labels_and_guidance(cond, sched):
     want = sampling.sample(lambda x, t, y: net((x, t, y)), x_T(), sched, schedules.spaced_timesteps(T, 5, "trailing"),
                            labels=labels, guidance=cfg, guidance_scale=2.0)
     assert_close(got, want)
+    dpm = loaded.signatures["sample_dpmpp_2m"](x_T=x_T(), num_steps=tf.constant(5), labels=labels,
+                                              guidance_scale=tf.constant(2.0))["x_0"]
+    assert_close(dpm, sampling.sample(lambda x, t, y: net((x, t, y)), x_T(), sched, schedules.spaced_timesteps(T, 5, "trailing"),
+                                      method="dpmpp_2m", labels=labels, guidance=cfg, guidance_scale=2.0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be < num_classes"):
         loaded.signatures["serving_default"](x_T=x_T(), num_steps=tf.constant(5), eta=tf.constant(0.0),
                                              seed=tf.constant(0, tf.int64), labels=tf.constant([0, 3, 1]), guidance_scale=tf.constant(1.0))

@@ -33,7 +33,7 @@ def test_onnx_layout_names_and_opset(uncond):
     manifest = json.load(open(os.path.join(path, "onnx", "onnx.json")))
     assert manifest["opset"] >= 17 and manifest["num_timesteps"] == T
     loaded = uncond[3]
-    for name in ("sample_with_noise", "encode"):
+    for name in ("sample_with_noise", "sample_dpmpp_2m", "encode"):
         model = onnx.load(os.path.join(path, "onnx", f"{name}.onnx"))
         assert {o.domain: o.version for o in model.opset_import}[""] >= 17
         # the ONNX inputs carry the SavedModel signature's keys (x_T, not TF's lower-cased x_t)
@@ -78,11 +78,13 @@ def test_eta_zero_takes_an_empty_noise_and_both_backends_agree(uncond):
         onnx_s.sample_with_noise(x, 9, 0.5, empty)
 
 
-def test_onnx_encode_matches_and_the_onnx_sampler_is_stochastic_by_seed(uncond):
+def test_onnx_encode_and_dpm_solver_match_and_the_onnx_sampler_is_stochastic_by_seed(uncond):
     tf_s, onnx_s = backends(uncond)
     x0 = np.tanh(tf_s.starting_noise(2, seed=7))
     for S in (1, 10):
         assert np.max(np.abs(onnx_s.encode(x0, S) - tf_s.encode(x0, S))) <= PARITY
+    for S in (1, 2, 10, T):
+        assert np.max(np.abs(onnx_s.sample_dpmpp_2m(x0, S) - tf_s.sample_dpmpp_2m(x0, S))) <= PARITY, S
     x = onnx_s.starting_noise(2, seed=0)
     a, b, c = (onnx_s.sample(x, 6, eta=1.0, seed=s) for s in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
@@ -99,6 +101,8 @@ def test_conditional_onnx_matches_with_labels_and_guidance(cond):
         got = onnx_s.sample_with_noise(x, 5, 0.5, noise, labels=[0, 2, 1], guidance_scale=w)
         assert gap(got, want) <= PARITY
     assert gap(onnx_s.encode(x, 4, labels=[1, 1, 1]), tf_s.encode(x, 4, labels=[1, 1, 1])) <= PARITY
+    assert gap(onnx_s.sample_dpmpp_2m(x, 6, labels=[0, 2, 1], guidance_scale=3.0),
+               tf_s.sample_dpmpp_2m(x, 6, labels=[0, 2, 1], guidance_scale=3.0)) <= PARITY
 
 
 def test_onnx_sampler_checks_requests_in_python(uncond, cond):

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base-dir", default="saved_models", help="where models live (default: saved_models)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--onnx", action="store_true",
-                        help="also write ONNX graphs (sample_with_noise, encode) to VERSION/onnx/, checked in ONNX Runtime")
+                        help="also write ONNX graphs (sample_with_noise, sample_dpmpp_2m, encode) to VERSION/onnx/, checked in ONNX Runtime")
     export.add_argument("--classifier-run", default=None, metavar="DIR",
                         help="bundle this noise-aware classifier run: sampling uses classifier guidance (labels, guidance_scale)")
     export.set_defaults(func=_run_export)
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps S")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
+    sample.add_argument("--method", choices=("ddim", "dpmpp_2m"), default="ddim",
+                        help="ddim (with --eta) or dpmpp_2m: DPM-Solver++(2M), deterministic, better at few steps")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--labels", type=_int_list, default=None, help="class labels, cycled over the samples, e.g. 0,1,2")
     sample.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale w")
@@ -266,7 +268,7 @@ def _run_sample(args) -> int:
     from tfddim.pipelines import sample
 
     sample.run(args.model, args.n, args.steps, args.eta, args.seed, args.labels, args.guidance_scale,
-               args.out, args.npz, args.batch_size, args.backend)
+               args.out, args.npz, args.batch_size, args.backend, args.method)
     return 0
 
 

@@ -15,6 +15,8 @@ name                 inputs                                         outputs
                      seed i64 (+ labels [B] i32, guidance_scale f32)
 ``sample_with_noise`` x_T, num_steps, eta, noise [S,B,H,W,C] f32     x_0
                      (+ labels, guidance_scale)
+``sample_dpmpp_2m``  x_T, num_steps (+ labels, guidance_scale)       x_0
+                     (DPM-Solver++(2M), deterministic)
 ``encode``           x_0, num_steps (+ labels, guidance_scale)       x_T
 ``predict_x0``       x_t, t [B] i32 (+ labels)                       x_0, eps
 ==================== ============================================== ==============
@@ -106,6 +108,7 @@ class SamplerModule(tf.Module):
         else:
             fn = tf.function(lambda x, t: network((x, t), training=False), input_signature=[spec_x, spec_t])
         self._sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="ddim", guidance=guidance, **common))
+        self._dpm_sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="dpmpp_2m", guidance=guidance, **common))
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
         self.serving_signatures = self._make_signatures()
 
@@ -156,6 +159,11 @@ class SamplerModule(tf.Module):
             noise = self._noise(noise, timesteps, eta)
             return {"x_0": self._sampler.graph_sample(x_T, timesteps, eta, noise=noise, labels=y, guidance_scale=w)}
 
+        def sample_dpmpp_2m(x_T, num_steps, *cond):
+            y, w = self._cond(cond, x_T)
+            return {"x_0": self._dpm_sampler.graph_sample(x_T, self._timesteps(num_steps), 0.0, seed=tf.constant(0, tf.int64),
+                                                          labels=y, guidance_scale=w)}
+
         def encode(x_0, num_steps, *cond):
             y, w = self._cond(cond, x_0)
             return {"x_T": self._sampler.graph_encode(x_0, self._timesteps(num_steps), labels=y, guidance_scale=w)}
@@ -178,6 +186,8 @@ class SamplerModule(tf.Module):
             "sample_with_noise": (sample_with_noise, [tf.TensorSpec(shape, tf.float32, name="x_T"), tf.TensorSpec([], tf.int32, name="num_steps"),
                                                       tf.TensorSpec([], tf.float32, name="eta"),
                                                       tf.TensorSpec([None, *shape], tf.float32, name="noise"), *extra]),
+            "sample_dpmpp_2m": (sample_dpmpp_2m, [tf.TensorSpec(shape, tf.float32, name="x_T"),
+                                                  tf.TensorSpec([], tf.int32, name="num_steps"), *extra]),
             "encode": (encode, [tf.TensorSpec(shape, tf.float32, name="x_0"), tf.TensorSpec([], tf.int32, name="num_steps"), *extra]),
             "predict_x0": (predict_x0, [tf.TensorSpec(shape, tf.float32, name="x_t"), tf.TensorSpec([None], tf.int32, name="t"),
                                         *(extra[:1] if network_conditional else [])]),
@@ -201,7 +211,7 @@ def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) ->
             "spacing": module.options.spacing,
             "clip_x0": module.options.clip_x0,
             "final_alpha_cumprod": module.options.final_alpha_cumprod,
-            "method": "ddim (eta input; eta = 1 is DDPM with the fixed_small variance)",
+            "method": "ddim (eta input; eta = 1 is DDPM with the fixed_small variance); sample_dpmpp_2m: DPM-Solver++(2M)",
             "data_shape": list(module.data_shape),
             "num_classes": module.num_classes,
             "guidance": ("classifier (noise-aware classifier bundled; guidance_scale = s)" if module.classifier is not None

@@ -6,6 +6,8 @@
   ``eta`` f32, ``noise`` [S,B,H,W,C] f32 (+ ``labels`` [B] i32,
   ``guidance_scale`` f32); output ``x_0``. For η = 0 the noise is never used:
   pass an *empty* ``noise`` of shape ``[0, B, H, W, C]`` (it stands for zeros).
+- ``sample_dpmpp_2m.onnx``: ``x_T``, ``num_steps`` (+ labels, guidance_scale) → ``x_0``
+  (DPM-Solver++(2M), deterministic).
 - ``encode.onnx``: ``x_0``, ``num_steps`` (+ labels, guidance_scale) → ``x_T``.
 - ``onnx.json``: input/output names, dtypes and shapes, the opset, converter
   versions and the SavedModel's ``export.json`` (spacing, clipping, T).
@@ -32,7 +34,7 @@ import numpy as np
 
 __all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature"]
 
-ONNX_SIGNATURES = ("sample_with_noise", "encode")
+ONNX_SIGNATURES = ("sample_with_noise", "sample_dpmpp_2m", "encode")
 DEFAULT_OPSET = 17
 
 
@@ -113,7 +115,7 @@ def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
 
 
 def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) -> float:
-    """Run both ONNX graphs and the SavedModel on one small input; return the largest (scaled) difference."""
+    """Run the ONNX graphs and the SavedModel on one small input; return the largest (scaled) difference."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
@@ -122,6 +124,7 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
     cond = {} if num_classes is None else {"labels": np.zeros([2], np.int32), "guidance_scale": np.float32(1.0)}
     feeds = {
         "sample_with_noise": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
+        "sample_dpmpp_2m": dict(x_T=x, num_steps=np.int32(3), **cond),
         "encode": dict(x_0=x, num_steps=np.int32(2), **cond),
     }
     worst = 0.0

@@ -1,7 +1,7 @@
 """Numpy-in, numpy-out samplers over an exported model (no tfddim model code needed at run time).
 
-Two backends with one interface (``sample``, ``sample_with_noise``, ``encode``,
-``starting_noise``):
+Two backends with one interface (``sample``, ``sample_with_noise``,
+``sample_dpmpp_2m``, ``encode``, ``starting_noise``):
 
 - :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
 - :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
@@ -81,6 +81,10 @@ class _CheckedSampler(abc.ABC):
         return noise
 
     @abc.abstractmethod
+    def _has(self, name: str) -> bool:
+        """Whether the export holds the function ``name``."""
+
+    @abc.abstractmethod
     def _call(self, name: str, **inputs) -> dict:
         """Run the exported function ``name`` on numpy inputs; return its outputs by name."""
 
@@ -95,6 +99,15 @@ class _CheckedSampler(abc.ABC):
         s, eta = self._steps(num_steps), self._eta(eta)
         inputs = dict(x_T=x, num_steps=s, eta=eta, noise=self._noise(noise, s, eta, x))
         return self._call("sample_with_noise", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+
+    def sample_dpmpp_2m(self, x_T, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+        """x₀ from x_T with DPM-Solver++(2M) (deterministic; ``sample_dpmpp_2m``)."""
+        if not self._has("sample_dpmpp_2m"):
+            raise ValueError(f"{self.path} has no sample_dpmpp_2m signature (exported before it existed): "
+                             "re-export the model with `tfddim export`")
+        x = self._x(x_T, "x_T")
+        inputs = dict(x_T=x, num_steps=self._steps(num_steps))
+        return self._call("sample_dpmpp_2m", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
 
     def encode(self, x_0, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
         """Deterministic DDIM inversion x₀ → x_T (``encode``)."""
@@ -136,6 +149,9 @@ class SavedModelSampler(_CheckedSampler):
         self._tf = tf
         self._model = tf.saved_model.load(path)
 
+    def _has(self, name):
+        return name in self._model.signatures
+
     def _call(self, name, **inputs):
         tf = self._tf
         out = self._model.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -174,6 +190,9 @@ class OnnxSampler(_CheckedSampler):
             name: ort.InferenceSession(os.path.join(folder, graph["file"]), providers=list(providers))
             for name, graph in manifest["graphs"].items()
         }
+
+    def _has(self, name):
+        return name in self._sessions
 
     def _call(self, name, **inputs):
         session = self._sessions[name]

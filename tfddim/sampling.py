@@ -48,10 +48,13 @@ __all__ = [
 
 
 class Method(str, enum.Enum):
-    """``ddim``: the generalized step of eq. 12 with σ(η); ``ddpm``: ancestral sampling with a DDPM variance."""
+    """``ddim``: the generalized step of eq. 12 with σ(η); ``ddpm``: ancestral sampling with a DDPM variance;
+    ``dpmpp_2m``: DPM-Solver++(2M), the second-order multistep solver of the probability-flow ODE in its
+    data-prediction form (Lu et al. 2022), first order on the first and the final step (deterministic)."""
 
     DDIM = "ddim"
     DDPM = "ddpm"
+    DPMPP_2M = "dpmpp_2m"
 
 
 class Variance(str, enum.Enum):
@@ -108,7 +111,7 @@ class SamplerConfig:
     """Everything about a sampler that is fixed at trace time.
 
     Attributes:
-        method: ``"ddim"`` or ``"ddpm"``.
+        method: ``"ddim"``, ``"ddpm"`` or ``"dpmpp_2m"``.
         variance: DDPM variance: ``"fixed_small"`` (β̃), ``"fixed_large"`` (β), ``"learned_range"``.
         prediction_type: ``"epsilon"``, ``"sample"`` (x₀) or ``"v_prediction"``.
         learned_variance: the network returns 2C channels on the last axis,
@@ -221,6 +224,12 @@ class Sampler:
         self.schedule = schedule
         self.config = config
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
+        # λ_t = log(α_t/σ_t) = ½·log(ᾱ/(1−ᾱ)) for DPM-Solver++, in float64 from the schedule and gathered
+        # like ᾱ. A zero-terminal-SNR level has λ = −∞: only ever the start of a first-order step, and
+        # its infinite h only zeroes the next step's extrapolation (c = h/(2·h_prev) = 0).
+        with np.errstate(divide="ignore"):
+            lam = 0.5 * (np.log(schedule.alphas_cumprod) - np.log1p(-schedule.alphas_cumprod))
+        self._half_log_snr = tf.constant(lam, tf.float64)
         self._functions: dict = {}
 
     # ----------------------------------------------------------------- model
@@ -253,7 +262,7 @@ class Sampler:
                 tape.watch(x)
                 log_p = cfg.guidance.log_prob_fn(x, t_b, labels)
             grad = tape.gradient(log_p, x)
-            if cfg.method is Method.DDIM:
+            if cfg.method is not Method.DDPM:  # DDIM and DPM-Solver++ guide ε̂ (and so x̂₀)
                 eps = steps.classifier_guided_eps(eps, ab_t, grad, scale)
                 x0 = steps.x0_from_eps(x, eps, ab_t)
         return x0, eps, v, grad
@@ -313,14 +322,30 @@ class Sampler:
         eta = steps.as_dtype(eta, x.dtype)
         final_ab = self._final_alpha(x.dtype)
         stochastic = cfg.method is Method.DDPM
+        multistep = cfg.method is Method.DPMPP_2M
+        if cfg.final_alpha_cumprod == "one":  # λ = +∞ at ᾱ = 1; a finite stand-in, the final step is first order
+            final_lam = tf.cast(self._half_log_snr[0] + 1.0, x.dtype)
+        else:
+            final_lam = tf.cast(self._half_log_snr[0], x.dtype)
 
-        def body(i, x, hist_x, hist_x0):
+        def body(i, x, hist_x, hist_x0, x0_prev, h_prev):
             t_b = tf.fill([batch], timesteps[i])
             has_next = i + 1 < num_steps
             ab_t = select_timestep(self._alphas_cumprod, t_b, x)
             t_next = tf.fill([batch], timesteps[tf.minimum(i + 1, num_steps - 1)])
             ab_prev = tf.where(has_next, select_timestep(self._alphas_cumprod, t_next, x), final_ab)
             x0, eps, v, grad = self._denoise(x, t_b, ab_t, labels, scale)
+            if multistep:
+                # second order except on the first step and the final one (into ᾱ = 1, h = ∞)
+                lam_prev = tf.where(has_next, select_timestep(self._half_log_snr, t_next, x), final_lam)
+                h = lam_prev - select_timestep(self._half_log_snr, t_b, x)
+                second = tf.logical_and(i > 0, has_next)
+                d = steps.dpmpp_2m_x0(x0, x0_prev, h, h_prev, second)
+                x_next = steps.dpmpp_update(x, d, ab_t, ab_prev)
+                if trajectory:
+                    hist_x = hist_x.write(i, x_next)
+                    hist_x0 = hist_x0.write(i, x0)
+                return i + 1, x_next, hist_x, hist_x0, x0, h
             if noise is not None:
                 z = noise[i]
             else:
@@ -339,11 +364,17 @@ class Sampler:
             if trajectory:
                 hist_x = hist_x.write(i, x_next)
                 hist_x0 = hist_x0.write(i, x0)
-            return i + 1, x_next, hist_x, hist_x0
+            return i + 1, x_next, hist_x, hist_x0, x0_prev, h_prev
 
         hist = [tf.TensorArray(x.dtype, size=num_steps) for _ in range(2)] if trajectory else [0, 0]
-        _, x, hist_x, hist_x0 = tf.while_loop(
-            lambda i, *_: i < num_steps, body, [tf.constant(0), x, *hist]
+        # the multistep solver carries the previous x̂₀ and λ step; the other methods pass dummies through
+        if multistep:
+            ones = tf.ones_like(select_timestep(self._alphas_cumprod, tf.fill([batch], timesteps[0]), x))
+            memory = [tf.zeros_like(x), ones]
+        else:
+            memory = [tf.constant(0.0, x.dtype), tf.constant(0.0, x.dtype)]
+        _, x, hist_x, hist_x0, _, _ = tf.while_loop(
+            lambda i, *_: i < num_steps, body, [tf.constant(0), x, *hist, *memory]
         )
         if trajectory:
             return x, hist_x.stack(), hist_x0.stack()
@@ -461,8 +492,10 @@ class Sampler:
         x, taus, y = self._prepare(x_T, "x_T", timesteps, labels)
         if isinstance(eta, (int, float, np.floating, np.integer)) and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
-        if self.config.method is Method.DDPM and isinstance(eta, (int, float)) and eta != 0.0:
+        if self.config.method is not Method.DDIM and isinstance(eta, (int, float)) and eta != 0.0:
             raise ValueError("eta applies only to method='ddim'")
+        if self.config.method is Method.DPMPP_2M and noise is not None:
+            raise ValueError("method='dpmpp_2m' is deterministic: it takes no noise")
         if noise is not None and seed is not None:
             raise ValueError("give noise or seed, not both")
         if noise is not None:
@@ -546,7 +579,7 @@ def _sampler(model_fn, schedule, config) -> Sampler:
 
 def sample(model_fn, x_T, schedule, timesteps, method="ddim", eta=0.0, noise=None, seed=None, *,
            labels=None, guidance_scale=1.0, return_trajectory=False, **options):
-    """Sample x₀ from ``x_T`` along ``timesteps`` with DDIM (any η, or ``eta="sigma_hat"``) or DDPM.
+    """Sample x₀ from ``x_T`` along ``timesteps`` with DDIM (any η, or ``eta="sigma_hat"``), DDPM or DPM-Solver++(2M).
 
     ``options`` are the :class:`SamplerConfig` fields: ``variance``,
     ``prediction_type``, ``learned_variance``, ``clip_x0``, ``dynamic_threshold``,

@@ -44,6 +44,7 @@ def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: O
         "serving_default": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
         "sample_with_noise": dict(x_T=x, num_steps=steps, eta=np.float32(1.0),
                                   noise=np.zeros((2, 1, *data_shape), np.float32), **cond),
+        "sample_dpmpp_2m": dict(x_T=x, num_steps=steps, **cond),
         "encode": dict(x_0=x, num_steps=steps, **cond),
         "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {})),
     }

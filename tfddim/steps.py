@@ -36,6 +36,8 @@ __all__ = [
     "ddim_sigma_hat",
     "ddim_update",
     "ddim_step",
+    "dpmpp_2m_x0",
+    "dpmpp_update",
     "respaced_betas",
     "posterior_mean",
     "ddpm_log_variance",
@@ -144,6 +146,35 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
     x0 = x0_from_eps(x_t, eps, alpha_bar_t)
     sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
     return ddim_update(x0, eps, alpha_bar_prev, sigma, noise), x0
+
+
+def dpmpp_2m_x0(x0, x0_prev, h, h_prev, second_order):
+    """DPM-Solver++(2M)'s data estimate D (Lu et al. 2022, Algorithm 2).
+
+    D = (1 + 1/(2r))·x̂₀ − 1/(2r)·x̂₀_prev with r = h_prev/h, i.e. a linear
+    extrapolation of x̂₀ in λ = ½·log(ᾱ/(1−ᾱ)); ``h = λ_prev − λ_t`` is this step's λ increment
+    and ``h_prev`` the previous step's. Where ``second_order`` is false (the
+    first step, and the final step into ᾱ = 1 where h = ∞) D = x̂₀, the
+    first-order (DDIM) step. The unused branch gets safe values, so no 0/0 or
+    ∞·0 ever appears (ONNX Runtime does not mask NaN through a select).
+    """
+    safe_h = tf.where(second_order, h, tf.ones_like(h))
+    safe_h_prev = tf.where(second_order, h_prev, tf.ones_like(h_prev))
+    c = tf.where(second_order, safe_h / (2.0 * safe_h_prev), tf.zeros_like(h))
+    return x0 + c * (x0 - x0_prev)
+
+
+def dpmpp_update(x_t, d, alpha_bar_t, alpha_bar_prev):
+    """The DPM-Solver++ step x_prev = (σ_prev/σ_t)·x_t − α_prev·(e^{−h} − 1)·D (Lu et al. 2022, eq. 9 / Alg. 2).
+
+    With α = √ᾱ, σ = √(1−ᾱ): e^{−h} = σ_prev·α_t/(α_prev·σ_t), so no λ
+    needs to be finite (ᾱ_prev = 1 gives x_prev = D). With D = x̂₀ it is the
+    η = 0 DDIM step of eq. 12 (the first-order solver of the probability-flow ODE).
+    """
+    a_t, s_t = tf.sqrt(alpha_bar_t), tf.sqrt(1.0 - alpha_bar_t)
+    a_prev, s_prev = tf.sqrt(alpha_bar_prev), tf.sqrt(1.0 - alpha_bar_prev)
+    exp_neg_h = s_prev * a_t / (a_prev * s_t)
+    return (s_prev / s_t) * x_t + a_prev * (1.0 - exp_neg_h) * d
 
 
 def respaced_betas(alpha_bar_t, alpha_bar_prev):
