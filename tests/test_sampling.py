@@ -458,3 +458,14 @@ def test_graph_mode_checks_name_the_input(eps_fn, sched):
 def test_model_output_shape_is_checked(sched):
     with pytest.raises(tf.errors.InvalidArgumentError, match="model_fn output has the wrong shape"):
         sampling.sample(lambda x, t: tf.zeros([tf.shape(x)[0], 3]), np.zeros((2, 2)), sched, taus(5))
+
+
+@pytest.mark.parametrize("kwargs", [{"eta": 0.0}, {"eta": 0.5, "seed": 3}, {"method": "ddpm", "seed": 4},
+                                    {"method": "dpmpp_2m"}])
+def test_jit_compile_changes_nothing_but_speed(eps_fn, sched, kwargs):
+    """XLA compiles only the network call: same loop, same noise; float64 makes the bound rounding-sized."""
+    x = np.random.default_rng(5).standard_normal((64, 2))
+    ts = taus(20)
+    plain = sampling.sample(eps_fn, x, sched, ts, **kwargs).numpy()
+    jit = sampling.sample(eps_fn, x, sched, ts, jit_compile=True, **kwargs).numpy()
+    np.testing.assert_allclose(jit, plain, rtol=0, atol=1e-9)
