@@ -8,7 +8,7 @@ import onnx
 import pytest
 import tensorflow as tf
 
-from tfddim import serving_warmup
+from tfddim import onnx_loops, serving_warmup
 from tfddim.runtime import OnnxSampler, SavedModelSampler, open_sampler
 
 T = 50  # the exported models' T (tests/conftest.py)
@@ -41,6 +41,8 @@ def test_onnx_layout_names_and_opset(uncond):
         assert {i.name for i in model.graph.input} == keys == {i["name"] for i in manifest["graphs"][name]["inputs"]}
         props = {p.key: p.value for p in model.metadata_props}
         assert props["tfddim.signature"] == name and json.loads(props["tfddim.export"])["data_shape"] == [8, 8, 1]
+        # the network weights are not loop state: nothing is left to hoist (tfddim.onnx_loops)
+        assert onnx_loops.hoist_loop_invariants(model) == 0
         # no random-number op survives: noise is always an input
         ops = {n.op_type for n in model.graph.node}
         assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
