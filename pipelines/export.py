@@ -52,9 +52,13 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
         network, schedule, metadata["data"]["image_shape"], os.path.join(base_dir, name), version,
         options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite, onnx=onnx, classifier=classifier,
     )
-    print(f"tfddim export: SavedModel at {path} (signatures: serving_default, sample_with_noise, encode, predict_x0)")
+    with open(os.path.join(path, "assets.extra", "export.json")) as f:
+        signatures = json.load(f)["signatures"]
+    print(f"tfddim export: SavedModel at {path} (signatures: {', '.join(signatures)})")
     if onnx:
-        print(f"tfddim export: ONNX graphs at {os.path.join(path, 'onnx')} (sample_with_noise.onnx, encode.onnx), "
+        from tfddim.onnx_export import ONNX_SIGNATURES
+
+        print(f"tfddim export: ONNX graphs at {os.path.join(path, 'onnx')} ({', '.join(s + '.onnx' for s in ONNX_SIGNATURES)}), "
               "checked against the SavedModel in ONNX Runtime")
     return path
 
