@@ -1,0 +1,1 @@
+"""tfddim benchmarks (``make bench``): each module measures one thing side by side and writes JSON to ``results/``."""
