@@ -331,6 +331,15 @@ def _digits() -> dict:
 
 
 # ----------------------------------------------------------------------------- figure
+def _draw_floor(ax, part: dict, pair: str, draws_name: str, title: str, ylabel: str) -> None:
+    """The noise floor (dashed), its spread over the draws (shaded), the panel's title and y label."""
+    ax.axhline(part["noise_floor"], color="gray", linestyle="--", label=f"noise floor ({pair})")
+    draws = part.get("noise_floor_draws") or [part["noise_floor"]]
+    ax.axhspan(min(draws), max(draws), color="gray", alpha=0.15, label=f"floor over {len(draws)} {draws_name}")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel)
+
+
 def _figure(payload) -> str:
     import matplotlib
 
@@ -351,11 +360,8 @@ def _figure(payload) -> str:
             uni = [(s, v) for s, v in uni if v is not None and np.isfinite(v)]
             if uni:
                 ax.plot(*zip(*uni), color=f"C{i}", alpha=0.35, linestyle=":", label=f"{label}, uniform")
-        ax.axhline(mix["noise_floor"], color="gray", linestyle="--", label="noise floor (exact vs exact)")
-        draws = mix.get("noise_floor_draws") or [mix["noise_floor"]]
-        ax.axhspan(min(draws), max(draws), color="gray", alpha=0.15, label=f"floor over {len(draws)} draws")
-        ax.set_title(f"Analytic mixture (exact ε): sliced W2, N = {MIX['num_samples']}", fontsize=9)
-        ax.set_ylabel("sliced W2 (lower is better)")
+        _draw_floor(ax, mix, "exact vs exact", "draws", f"Analytic mixture (exact ε): sliced W2, N = {MIX['num_samples']}",
+                    "sliced W2 (lower is better)")
     else:
         ax.set_title("mixture failed", fontsize=9)
     ax = axes[1]
@@ -371,11 +377,8 @@ def _figure(payload) -> str:
             if other:
                 sp = next(r["spacing"] for r in dig["cells"] if r["method"] == key and r["spacing"] != spacing)
                 ax.plot(*zip(*other), marker="s", color=f"C{i}", linestyle=":", label=f"{label}, {sp}")
-        ax.axhline(dig["noise_floor"], color="gray", linestyle="--", label="noise floor (real vs real)")
-        draws = dig.get("noise_floor_draws") or [dig["noise_floor"]]
-        ax.axhspan(min(draws), max(draws), color="gray", alpha=0.15, label=f"floor over {len(draws)} splits")
-        ax.set_title(f"Digits model: FID on classifier features, N = {dig['num_samples']}", fontsize=9)
-        ax.set_ylabel("FID (lower is better)")
+        _draw_floor(ax, dig, "real vs real", "splits", f"Digits model: FID on classifier features, N = {dig['num_samples']}",
+                    "FID (lower is better)")
     else:
         ax.set_title("digits failed", fontsize=9)
     digit_steps = sorted({r["nfe"] for r in dig.get("cells", [])}) or list(MIX_STEPS)

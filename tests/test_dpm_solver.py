@@ -18,20 +18,7 @@ import tensorflow as tf
 from tfddim import mixture, sampling, schedules
 from tfddim.evaluation.distances import sliced_wasserstein
 
-
-def np_eps(mix, ab, x):
-    """The mixture's exact ε in numpy (the same closed form as tests/test_sampling.py)."""
-    logs, grads = [], []
-    for k in range(mix.num_components):
-        cov = ab * mix.covs[k] + (1 - ab) * np.eye(mix.dim)
-        inv = np.linalg.inv(cov)
-        diff = x - np.sqrt(ab) * mix.means[k]
-        logs.append(np.log(mix.weights[k]) - 0.5 * (np.einsum("bi,ij,bj->b", diff, inv, diff) + np.linalg.slogdet(cov)[1]))
-        grads.append(diff @ inv.T)
-    logs = np.stack(logs, 1)
-    r = np.exp(logs - logs.max(1, keepdims=True))
-    r /= r.sum(1, keepdims=True)
-    return np.sqrt(1 - ab) * np.einsum("bk,bkd->bd", r, np.stack(grads, 1))
+from test_sampling import np_eps  # the mixture's exact ε in plain numpy
 
 
 def np_dpmpp_2m(mix, sched, x, ts, final_ab=1.0):
