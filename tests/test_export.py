@@ -198,6 +198,10 @@ def test_savedmodel_sampler_is_numpy_in_numpy_out(uncond, cond):
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         c.sample(x, 5, labels=[0, 1, 3])
     assert c.sample(x, 5, labels=[0, 1, 2], guidance_scale=2.0).shape == (3, 8, 8, 1)
+    # a model exported before sample_dpmpp_2m existed says so (its signature map lacks the entry)
+    s._model = type("Old", (), {"signatures": {k: v for k, v in loaded.signatures.items() if k != "sample_dpmpp_2m"}})()
+    with pytest.raises(ValueError, match="no sample_dpmpp_2m signature .* re-export"):
+        s.sample_dpmpp_2m(x, 5)
 
 
 def test_sample_cli_writes_a_grid_and_batches_do_not_change_samples(uncond, tmp_path, capsys):

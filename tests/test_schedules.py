@@ -57,6 +57,7 @@ def test_cumulative_and_posterior_terms_by_hand():
     assert s.posterior_mean_coef2[t] == pytest.approx(var * math.sqrt(1 - b[t]) / b[t], rel=1e-10)
     assert s.posterior_mean_coef1[t] == pytest.approx(var * math.sqrt(ab[t - 1]) / (1 - ab[t - 1]), rel=1e-10)
     assert s.snr[t] == pytest.approx(ab[t] / (1 - ab[t]))
+    assert s.half_log_snr[t] == pytest.approx(math.log(math.sqrt(ab[t]) / math.sqrt(1 - ab[t])), rel=1e-12)
 
 
 def test_zero_terminal_snr():

@@ -231,12 +231,9 @@ class Sampler:
         self.schedule = schedule
         self.config = config
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
-        # λ_t = log(α_t/σ_t) = ½·log(ᾱ/(1−ᾱ)) for DPM-Solver++, in float64 from the schedule and gathered
-        # like ᾱ. A zero-terminal-SNR level has λ = −∞: only ever the start of a first-order step, and
-        # its infinite h only zeroes the next step's extrapolation (c = h/(2·h_prev) = 0).
-        with np.errstate(divide="ignore"):
-            lam = 0.5 * (np.log(schedule.alphas_cumprod) - np.log1p(-schedule.alphas_cumprod))
-        self._half_log_snr = tf.constant(lam, tf.float64)
+        # λ_t for DPM-Solver++, gathered like ᾱ. A zero-terminal-SNR level has λ = −∞: only ever the start
+        # of a first-order step, and its infinite h only zeroes the next step's extrapolation (h/(2·h_prev) = 0).
+        self._half_log_snr = tf.constant(schedule.half_log_snr, tf.float64)
         self._functions: dict = {}
 
     # ----------------------------------------------------------------- model

@@ -241,6 +241,13 @@ class Schedule:
         ab = self.alphas_cumprod
         return _readonly(ab / (1.0 - ab))
 
+    @property
+    def half_log_snr(self) -> np.ndarray:
+        """λ_t = log(α_t/σ_t) = ½·log(ᾱ_t/(1 − ᾱ_t)), DPM-Solver's time variable (−∞ where ᾱ_t = 0)."""
+        ab = self.alphas_cumprod
+        with np.errstate(divide="ignore"):
+            return _readonly(0.5 * (np.log(ab) - np.log1p(-ab)))
+
     def to_config(self) -> dict:
         """A JSON-serialisable dict; floats round-trip exactly."""
         return {
