@@ -47,6 +47,35 @@ def machine() -> dict:
     return info
 
 
+def exported_network(path: str):
+    """An export's network rebuilt in Keras with the SavedModel's weights: ``(net, schedule, export_json, loaded)``.
+
+    The network comes from ``assets.extra/model_config.json``; its variables take the
+    SavedModel's ``network_weights`` in order (checked by count and shape).
+    """
+    import tensorflow as tf
+
+    from tfddim import models
+    from tfddim.schedules import Schedule
+
+    extra = os.path.join(path, "assets.extra")
+    with open(os.path.join(extra, "model_config.json")) as f:
+        net = models.build(json.load(f))
+    with open(os.path.join(extra, "schedule.json")) as f:
+        schedule = Schedule.from_config(json.load(f))
+    with open(os.path.join(extra, "export.json")) as f:
+        export = json.load(f)
+    loaded = tf.saved_model.load(path)
+    net((tf.zeros([1, *export["data_shape"]]), tf.zeros([1], tf.int32)))
+    weights = list(loaded.network_weights)
+    if len(weights) != len(net.weights) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(net.weights, weights)):
+        raise ValueError(f"{path}: network_weights do not match model_config.json's network "
+                         f"({len(weights)} vs {len(net.weights)} variables)")
+    for variable, value in zip(net.weights, weights):
+        variable.assign(value)
+    return net, schedule, export, loaded
+
+
 def once(fn: Callable) -> float:
     """Wall time of one call, in seconds."""
     start = time.perf_counter()

@@ -25,7 +25,6 @@ claim: at S = 10 it beats DDIM at S = 10 and matches DDIM at S ≥ 25.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -206,26 +205,8 @@ def _ddim_claim(cells, part: str, full: int = 1000) -> dict:
 def _load_digits_model(path):
     import tensorflow as tf
 
-    from tfddim import models
-    from tfddim.schedules import Schedule
-
-    extra = os.path.join(path, "assets.extra")
-    with open(os.path.join(extra, "model_config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(extra, "schedule.json")) as f:
-        schedule = Schedule.from_config(json.load(f))
-    with open(os.path.join(extra, "export.json")) as f:
-        export = json.load(f)
-    loaded = tf.saved_model.load(path)
-    net = models.build(config)
+    net, schedule, export, loaded = common.exported_network(path)
     shape = tuple(export["data_shape"])
-    net((tf.zeros([1, *shape]), tf.zeros([1], tf.int32)))
-    weights = list(loaded.network_weights)
-    if len(weights) != len(net.weights) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(net.weights, weights)):
-        raise ValueError(f"{path}: network_weights do not match model_config.json's network "
-                         f"({len(weights)} vs {len(net.weights)} variables)")
-    for var, value in zip(net.weights, weights):
-        var.assign(value)
     model_fn = tf.function(lambda x, t: net((x, t), training=False),
                            input_signature=[tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)])
     return loaded, model_fn, schedule, export

@@ -47,22 +47,6 @@ CIFAR_SHAPED = dict(image_size=32, in_channels=3, base_channels=16, channel_mult
 
 
 # ----------------------------------------------------------------- models
-def keras_network(path: str):
-    """The exported network rebuilt in Keras from ``model_config.json``, with the SavedModel's weights."""
-    import tensorflow as tf
-
-    from tfddim import models
-
-    with open(os.path.join(path, "assets.extra", "model_config.json")) as f:
-        net = models.build(json.load(f))
-    with open(os.path.join(path, "assets.extra", "export.json")) as f:
-        shape = json.load(f)["data_shape"]
-    net((tf.zeros([1, *shape]), tf.zeros([1], tf.int32)))
-    for variable, value in zip(net.weights, tf.saved_model.load(path).network_weights):
-        variable.assign(value)
-    return net
-
-
 def export_cifar_shaped(base_dir: str) -> tuple:
     """A random CIFAR-10-shaped U-Net exported as ``tfddim export`` does; (version folder, parameters).
 
@@ -185,9 +169,7 @@ def runtimes(batch: int = 16, num_steps: int = 20) -> dict:
 
     from tfddim import sampling, schedules, steps
 
-    net = keras_network(DIGITS)
-    with open(os.path.join(DIGITS, "assets.extra", "schedule.json")) as f:
-        schedule = schedules.Schedule.from_json(f.read())
+    net, schedule, _, _ = common.exported_network(DIGITS)
     taus = schedules.spaced_timesteps(schedule.num_timesteps, num_steps)
     x = np.random.default_rng(0).standard_normal((batch, 8, 8, 1)).astype(np.float32)
     xt = tf.constant(x)
