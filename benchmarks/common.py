@@ -56,7 +56,7 @@ def exported_network(path: str):
     import tensorflow as tf
 
     from tfddim import models
-    from tfddim.schedules import Schedule
+    from tfddim.diffusion.schedules import Schedule
 
     extra = os.path.join(path, "assets.extra")
     with open(os.path.join(extra, "model_config.json")) as f:

@@ -59,7 +59,8 @@ def _child(steps: int, trajectory: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from tfddim import sampling, schedules
+    from tfddim import sampling
+    from tfddim.diffusion import schedules
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ starts from the same x_T, stochastic cells draw their noise from the same seed,
 and each distance sits next to a noise floor (the same distance between two
 real/exact sample sets of the same size).
 
-- **Analytic mixture** (``tfddim.mixture.ring(8, 4.0, 0.5)``, linear schedule,
+- **Analytic mixture** (``tfddim.data.mixture.ring(8, 4.0, 0.5)``, linear schedule,
   T = 1000): the model is the exact ε, so the distance measures the sampler's
   own error. Sliced W2 (64 projections) of 10,000 samples against 100,000
   exact ones, for DDIM η = 0, DDIM η = 1 (= DDPM with β̃), DDPM with σ̂
@@ -110,7 +110,9 @@ def _value(cells, method, steps, spacing=None):
 
 # ----------------------------------------------------------------------------- the mixture
 def _mixture() -> dict:
-    from tfddim import mixture, sampling, schedules
+    from tfddim import sampling
+    from tfddim.data import mixture
+    from tfddim.diffusion import schedules
     from tfddim.evaluation.distances import sliced_wasserstein
 
     start = time.perf_counter()
@@ -223,11 +225,11 @@ def _digits_cells():
 def _digits() -> dict:
     import tensorflow as tf
 
-    from pipelines import evaluate
-    from pipelines import sample as sample_pipeline
+    from tfddim.pipelines import evaluate
+    from tfddim.pipelines import sample as sample_pipeline
     from tfddim import sampling
     from tfddim.evaluation import features, metrics
-    from tfddim.spacing import spaced_timesteps
+    from tfddim.diffusion.spacing import spaced_timesteps
 
     start = time.perf_counter()
     path = sample_pipeline.DEFAULT_MODEL

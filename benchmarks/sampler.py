@@ -57,7 +57,9 @@ def export_cifar_shaped(base_dir: str) -> tuple:
     import onnx
     import tensorflow as tf
 
-    from tfddim import export, models, onnx_export, onnx_loops, schedules
+    from tfddim import export, models
+    from tfddim.diffusion import schedules
+    from tfddim.export import onnx as onnx_export, onnx_loops
 
     keras.utils.set_random_seed(0)
     net = models.UNet(**CIFAR_SHAPED)
@@ -76,7 +78,7 @@ def onnx_forward(path: str, out_dir: str):
     import onnx
     import onnxruntime as ort
 
-    from tfddim import onnx_export
+    from tfddim.export import onnx as onnx_export
 
     model = onnx_export.convert_signature(path, "predict_x0")
     file = os.path.join(out_dir, "predict_x0.onnx")
@@ -134,11 +136,11 @@ def overhead(path: str, label: str, work_dir: str) -> list:
 
 
 def hoisting(path: str, work_dir: str, batch: int = 16) -> dict:
-    """The ONNX loop before and after :func:`tfddim.onnx_loops.hoist_loop_invariants`, timed side by side."""
+    """The ONNX loop before and after :func:`tfddim.export.onnx_loops.hoist_loop_invariants`, timed side by side."""
     import onnx
     import onnxruntime as ort
 
-    from tfddim import onnx_export, onnx_loops
+    from tfddim.export import onnx as onnx_export, onnx_loops
 
     raw = onnx_export.convert_signature(path, "sample_with_noise")  # as tf2onnx leaves it
     loop = next(n for n in raw.graph.node if n.op_type == "Loop")
@@ -167,7 +169,8 @@ def runtimes(batch: int = 16, num_steps: int = 20) -> dict:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from tfddim import sampling, schedules, steps
+    from tfddim import sampling
+    from tfddim.diffusion import schedules, steps
 
     net, schedule, _, _ = common.exported_network(DIGITS)
     taus = schedules.spaced_timesteps(schedule.num_timesteps, num_steps)
@@ -216,7 +219,9 @@ def runtimes(batch: int = 16, num_steps: int = 20) -> dict:
 # ----------------------------------------------------------------- 3. retracing
 def retracing() -> dict:
     """Traces of one Sampler over calls that vary batch, S, η and seed."""
-    from tfddim import mixture, sampling, schedules
+    from tfddim import sampling
+    from tfddim.data import mixture
+    from tfddim.diffusion import schedules
 
     schedule = schedules.get("linear", num_timesteps=1000)
     sampler = sampling.Sampler(mixture.ring().eps_fn(schedule), schedule)
@@ -267,7 +272,7 @@ def table(payload: dict) -> str:
         f"**The ONNX fix, before and after** (digits `sample_with_noise`, batch {payload['onnx_hoisting']['batch']}): "
         f"tf2onnx carries {payload['onnx_hoisting']['loop_carried_values']} values through the `Loop`, "
         f"{payload['onnx_hoisting']['hoisted']} of them invariants (the network weights); hoisted, ONNX Runtime folds "
-        "and lays out the weights once instead of every step (`tfddim/onnx_loops.py`).",
+        "and lays out the weights once instead of every step (`tfddim/export/onnx_loops.py`).",
         "",
         common.markdown_table(["S", "tf2onnx as is (ms)", "hoisted (ms)", "speed-up"],
                               [[r["steps"], f"{r['tf2onnx as is']:.0f}", f"{r['hoisted (exported)']:.0f}", f"{r['speedup']:.2f}"]

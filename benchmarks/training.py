@@ -106,7 +106,7 @@ def _error(e: BaseException) -> str:
 
 def _configs(tmp: str) -> Dict[str, object]:
     """The two run configs; the CIFAR-shaped one reads random images from ``tmp``."""
-    from pipelines import config as config_lib
+    from tfddim.pipelines import config as config_lib
 
     rng = np.random.default_rng(0)
     npz = os.path.join(tmp, "cifar_shaped.npz")
@@ -118,7 +118,7 @@ def _configs(tmp: str) -> Dict[str, object]:
 
 def _measure_model(name: str, cfg, rounds: int) -> dict:
     """Build every variant of one model, warm it up, then time the variants interleaved."""
-    from pipelines.train import build_model
+    from tfddim.pipelines.train import build_model
     from tfddim import data as data_lib
 
     train_steps, input_batches = STEPS[name]

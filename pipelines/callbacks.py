@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfddim import schedules
+from tfddim.diffusion import schedules
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, scale: int = 1, pad: int = 1) -> np.ndarray:

@@ -50,7 +50,9 @@ def run(config: DemoConfig = DemoConfig()) -> dict:
 
     Returns ``{"rows": [...], "noise_floor": float, "files": [...]}``.
     """
-    from tfddim import mixture, sampling, schedules
+    from tfddim import sampling
+    from tfddim.data import mixture
+    from tfddim.diffusion import schedules
     from tfddim.evaluation.distances import sliced_wasserstein
 
     if config.num_samples < 2:

@@ -126,7 +126,7 @@ def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = 
     from tfddim.evaluation import features as feature_nets
     from tfddim.evaluation import nll as nll_lib
     from tfddim.evaluation import study
-    from tfddim.schedules import Schedule
+    from tfddim.diffusion.schedules import Schedule
 
     if batch_size < 1 or (num_samples is not None and num_samples < 2) or nll_images < 0:
         raise ValueError("--batch-size must be >= 1, --num-samples >= 2 and --nll-images >= 0")

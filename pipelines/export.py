@@ -20,7 +20,7 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
 
     import tfddim.models  # noqa: F401  (registers the networks for load_model)
     from tfddim import export
-    from tfddim.schedules import Schedule
+    from tfddim.diffusion.schedules import Schedule
 
     def read(fname):
         path = os.path.join(run_dir, fname)
@@ -56,7 +56,7 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
         signatures = json.load(f)["signatures"]
     print(f"tfddim export: SavedModel at {path} (signatures: {', '.join(signatures)})")
     if onnx:
-        from tfddim.onnx_export import ONNX_SIGNATURES
+        from tfddim.export.onnx import ONNX_SIGNATURES
 
         print(f"tfddim export: ONNX graphs at {os.path.join(path, 'onnx')} ({', '.join(s + '.onnx' for s in ONNX_SIGNATURES)}), "
               "checked against the SavedModel in ONNX Runtime")

@@ -44,8 +44,8 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     from tfddim import sampling
     from tfddim.evaluation import features, metrics, study
     from tfddim.pipelines import evaluate
-    from tfddim.schedules import Schedule
-    from tfddim.spacing import spaced_timesteps
+    from tfddim.diffusion.schedules import Schedule
+    from tfddim.diffusion.spacing import spaced_timesteps
 
     config = evaluate.read_run_file(run_dir, "config.json")
     schedule = Schedule.from_config(evaluate.read_run_file(run_dir, "schedule.json"))

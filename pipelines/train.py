@@ -38,7 +38,8 @@ def build_model(cfg, data_shape, num_classes):
     """The compiled :class:`~tfddim.training.DiffusionModel` of a run config (call inside the strategy scope)."""
     import keras
 
-    from tfddim import models, schedules
+    from tfddim import models
+    from tfddim.diffusion import schedules
     from tfddim.training import DiffusionModel, warmup_schedule
 
     d, tr = cfg.diffusion, cfg.train
@@ -48,7 +49,7 @@ def build_model(cfg, data_shape, num_classes):
     if conditional is not None and num_classes is not None and conditional != num_classes:
         raise ValueError(f"model.config.num_classes={conditional} but the data has {num_classes} classes")
     if isinstance(network, models.NoisyClassifier):
-        from tfddim.classifier_training import NoisyClassifierModel
+        from tfddim.training.classifier import NoisyClassifierModel
 
         model = NoisyClassifierModel(network, schedule, data_shape, ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
                                      seed=tr.seed)
@@ -185,7 +186,7 @@ def run(cfg, runs_dir: str = "runs", overwrite: bool = False) -> dict:
             "parameters": int(model.network.count_params()),
         }
         if is_classifier:  # guided-diffusion reports the classifier's accuracy by noise level
-            from tfddim.classifier_training import accuracy_by_t
+            from tfddim.training.classifier import accuracy_by_t
 
             x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else _test_arrays(cfg.data)
             meta["test_accuracy_by_t"] = accuracy_by_t(model.ema_network, model.schedule, x_test, y_test, seed=cfg.train.seed)

@@ -13,7 +13,9 @@ import tensorflow as tf
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from tfddim import export, mixture, models, schedules
+from tfddim import export, models
+from tfddim.data import mixture
+from tfddim.diffusion import schedules
 
 
 @pytest.fixture(scope="session")

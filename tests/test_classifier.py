@@ -7,8 +7,9 @@ import tensorflow as tf
 import keras
 
 from tfddim import data as data_lib
-from tfddim import models, sampling, schedules
-from tfddim.classifier_training import NoisyClassifierModel, accuracy_by_t
+from tfddim import models, sampling
+from tfddim.diffusion import schedules
+from tfddim.training.classifier import NoisyClassifierModel, accuracy_by_t
 from tfddim.models.classifier import AttentionPool2d
 
 T = 50
@@ -128,7 +129,8 @@ def test_a_classifier_guided_export_bundles_the_classifier(tmp_path):
     import os
 
     from conftest import tiny_unet
-    from tfddim import export, serving_warmup
+    from tfddim import export
+    from tfddim.export import warmup as serving_warmup
 
     net, clf, sched = tiny_unet(), tiny_classifier(), schedules.get("cosine", T)
     opts = export.ExportOptions(clip_x0=(-1, 1))

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import mixture, sampling, schedules
+from tfddim import sampling
+from tfddim.data import mixture
+from tfddim.diffusion import schedules
 from tfddim.evaluation.distances import sliced_wasserstein
 
 from test_sampling import np_eps  # the mixture's exact ε in plain numpy

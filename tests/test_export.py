@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import export, sampling, schedules, steps
+from tfddim import export, sampling
+from tfddim.diffusion import schedules, steps
 
 T = 50  # the exported models' T (tests/conftest.py)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import mixture
+from tfddim.data import mixture
 
 
 def _log_q_t(x, mix, ab):

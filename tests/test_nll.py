@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import schedules
+from tfddim.diffusion import schedules
 from tfddim.evaluation.nll import nll_bpd
 
 T = 40

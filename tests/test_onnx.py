@@ -8,7 +8,7 @@ import onnx
 import pytest
 import tensorflow as tf
 
-from tfddim import onnx_loops, serving_warmup
+from tfddim.export import onnx_loops, warmup as serving_warmup
 from tfddim.runtime import OnnxSampler, SavedModelSampler, open_sampler
 
 T = 50  # the exported models' T (tests/conftest.py)

@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from tfddim.onnx_loops import hoist_loop_invariants
+from tfddim.export.onnx_loops import hoist_loop_invariants
 
 
 def loop_model():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import tfddim.models  # noqa: F401  (registers the networks for load_model)
-from tfddim import sampling, schedules
+from tfddim import sampling
+from tfddim.diffusion import schedules
 from tfddim.pipelines import config, train
 
 TINY = [

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import mixture, sampling, schedules
+from tfddim import sampling
+from tfddim.data import mixture
+from tfddim.diffusion import schedules
 
 Z = 4.0
 N = 20000
@@ -244,9 +246,13 @@ def test_changing_batch_steps_eta_seed_does_not_retrace(mix, sched):
         return oracle(x, t)
 
     rng = np.random.default_rng(3)
+    cache = sampling.SamplerCache()  # compiled loops live in an object the caller holds, nowhere else
     for B, S, eta, seed in [(4, 10, 0.0, 1), (9, 25, 0.5, 2), (1, 3, 1.0, 3), (17, 100, 0.2, 4)]:
-        sampling.sample(model_fn, rng.standard_normal((B, 2)).astype(np.float32), sched, taus(S), eta=eta, seed=seed)
-    assert len(traces) == 1
+        sampling.sample(model_fn, rng.standard_normal((B, 2)).astype(np.float32), sched, taus(S), eta=eta, seed=seed,
+                        cache=cache)
+    assert len(traces) == 1 and len(cache) == 1
+    sampling.sample(model_fn, np.zeros((2, 2), np.float32), sched, taus(5), seed=0)
+    assert len(traces) == 2  # without a cache nothing is kept between calls: no hidden state
     sampler = sampling.Sampler(oracle, sched, sampling.SamplerConfig(method="ddpm"))
     for B, S in [(3, 10), (8, 50)]:
         sampler.sample(np.zeros((B, 2), np.float32), taus(S), seed=B)
@@ -266,7 +272,7 @@ def test_trajectory_holds_each_step(eps_fn, sched):
 
 
 def test_prediction_types_agree(eps_fn, sched):
-    from tfddim import steps
+    from tfddim.diffusion import steps
 
     ac = tf.constant(sched.alphas_cumprod)
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tfddim import schedules
+from tfddim.diffusion import schedules
 
 
 def test_linear_endpoints_and_scaling():

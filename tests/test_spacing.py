@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfddim import schedules
-from tfddim.spacing import DdimStride, Sections, Spacing, parse_spacing
+from tfddim.diffusion import schedules
+from tfddim.diffusion.spacing import DdimStride, Sections, Spacing, parse_spacing
 
 spaced = schedules.spaced_timesteps
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfddim import steps
+from tfddim.diffusion import steps
 
 
 def c(v, dtype=tf.float64):

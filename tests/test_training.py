@@ -6,7 +6,9 @@ import tensorflow as tf
 
 import keras
 
-from tfddim import mixture, models, sampling, schedules
+from tfddim import models, sampling
+from tfddim.data import mixture
+from tfddim.diffusion import schedules
 from tfddim.training import DiffusionModel, warmup_schedule
 
 

@@ -17,10 +17,10 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfddim import steps
-from tfddim.likelihood import LikelihoodTerms
-from tfddim.sampling import select_timestep
-from tfddim.schedules import Schedule
+from tfddim.diffusion import steps
+from tfddim.diffusion.likelihood import LikelihoodTerms
+from tfddim.diffusion.steps import select_timestep
+from tfddim.diffusion.schedules import Schedule
 
 __all__ = ["nll_bpd"]
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from tfddim import sampling
 from tfddim.evaluation import metrics
-from tfddim.schedules import Schedule
-from tfddim.spacing import spaced_timesteps
+from tfddim.diffusion.schedules import Schedule
+from tfddim.diffusion.spacing import spaced_timesteps
 
 __all__ = ["DEFAULT_STEPS", "DEFAULT_ETAS", "Cell", "grid_cells", "parse_etas", "FlatFeatures", "Reference",
            "sample_cell", "score", "consistency", "interpolation", "reconstruction", "trajectories"]

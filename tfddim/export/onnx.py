@@ -15,7 +15,7 @@
 The conversion starts from the SavedModel (``tf2onnx.tf_loader.from_saved_model``),
 the path tf2onnx supports for loops that read variables. The converted loops'
 network weights are then taken out of the ``Loop`` state
-(:func:`tfddim.onnx_loops.hoist_loop_invariants`), so ONNX Runtime optimises the
+(:func:`tfddim.export.onnx_loops.hoist_loop_invariants`), so ONNX Runtime optimises the
 network inside the loop as it does a bare forward graph. Two things differ from
 the SavedModel, and :class:`tfddim.runtime.OnnxSampler` covers both in Python:
 
@@ -35,7 +35,7 @@ from typing import Dict
 
 import numpy as np
 
-from tfddim import onnx_loops
+from tfddim.export import onnx_loops
 
 __all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature"]
 
@@ -99,7 +99,7 @@ def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
     paths, graphs = {}, {}
     for signature in ONNX_SIGNATURES:
         model = convert_signature(version_dir, signature, opset)
-        onnx_loops.hoist_loop_invariants(model)  # the weights leave the loop state (see tfddim.onnx_loops)
+        onnx_loops.hoist_loop_invariants(model)  # the weights leave the loop state (see tfddim.export.onnx_loops)
         onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": json.dumps(info, sort_keys=True),
                                             "tfddim.num_timesteps": str(num_timesteps)})
         onnx.checker.check_model(model)

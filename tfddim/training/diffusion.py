@@ -32,9 +32,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfddim import sampling, steps
-from tfddim.likelihood import LikelihoodTerms
-from tfddim.schedules import Schedule
+from tfddim import sampling
+from tfddim.diffusion import steps
+from tfddim.diffusion.likelihood import LikelihoodTerms
+from tfddim.diffusion.schedules import Schedule
 
 __all__ = ["DiffusionModel", "warmup_schedule"]
 
@@ -276,7 +277,7 @@ class DiffusionModel(keras.Model):
         t, weights = t_all[start:start + batch], w_all[start:start + batch]
         eps_shape = tf.concat([[total], tf.shape(x0)[1:]], axis=0)
         eps = tf.random.stateless_normal(eps_shape, seed_eps)[start:start + batch]
-        ab = sampling.select_timestep(self._alphas_cumprod, t, x0)
+        ab = steps.select_timestep(self._alphas_cumprod, t, x0)
         x_t = steps.q_sample(x0, eps, ab)
         if y is not None and self.label_dropout > 0:
             drop = tf.random.stateless_uniform([total], seed_y)[start:start + batch] < self.label_dropout
@@ -293,7 +294,7 @@ class DiffusionModel(keras.Model):
             eps_hat, v = out, None
         axes = list(range(1, len(self.data_shape) + 1))
         mse = tf.reduce_mean(tf.square(eps - eps_hat), axis=axes)
-        ab = sampling.select_timestep(self._alphas_cumprod, t, x0)
+        ab = steps.select_timestep(self._alphas_cumprod, t, x0)
         # The bound trains only the variance in L_hybrid: the mean sees a frozen ε̂.
         eps_for_mean = tf.stop_gradient(eps_hat) if self.loss_kind == "hybrid" else eps_hat
         x0_hat = steps.x0_from_eps(x_t, eps_for_mean, ab)

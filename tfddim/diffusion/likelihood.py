@@ -19,9 +19,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfddim import steps
-from tfddim.sampling import select_timestep
-from tfddim.schedules import Schedule
+from tfddim.diffusion import steps
+from tfddim.diffusion.kinds import Decoder, Variance, parse_kind
+from tfddim.diffusion.steps import select_timestep
+from tfddim.diffusion.schedules import Schedule
 
 __all__ = [
     "normal_kl",
@@ -74,14 +75,13 @@ class LikelihoodTerms:
 
     Args:
         schedule: the training schedule (full T, not respaced).
-        decoder: ``"discretized"`` (8-bit images in [−1, 1]) or ``"gaussian"`` (continuous data).
+        decoder: a :class:`~tfddim.diffusion.kinds.Decoder`: ``"discretized"`` (8-bit images in [−1, 1])
+            or ``"gaussian"`` (continuous data).
     """
 
-    def __init__(self, schedule: Schedule, decoder: str = "discretized"):
-        if decoder not in ("discretized", "gaussian"):
-            raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
+    def __init__(self, schedule: Schedule, decoder=Decoder.DISCRETIZED):
         self.schedule = schedule
-        self.decoder = decoder
+        self.decoder = parse_kind(Decoder, decoder, "decoder")
         pv = schedule.posterior_variance
         self._arrays = {
             "alphas_cumprod": tf.constant(schedule.alphas_cumprod),
@@ -96,15 +96,14 @@ class LikelihoodTerms:
         return select_timestep(self._arrays[name], t, x)
 
     def model_log_variance(self, kind, t, x, v=None):
-        """log Σ_θ at (full-schedule) timestep t: ``fixed_small``, ``fixed_large`` or ``learned_range`` with v."""
+        """log Σ_θ at (full-schedule) timestep t for a :class:`~tfddim.diffusion.kinds.Variance` (``learned_range`` with v)."""
+        kind = parse_kind(Variance, kind, "variance")
         log_beta_tilde = self.gather("log_beta_tilde", t, x)
-        if kind == "fixed_small":
+        if kind is Variance.FIXED_SMALL:
             return log_beta_tilde + tf.zeros_like(x)
-        if kind == "fixed_large":
+        if kind is Variance.FIXED_LARGE:
             return self.gather("log_beta_large", t, x) + tf.zeros_like(x)
-        if kind == "learned_range":
-            return steps.interpolate_log_variance(self.gather("log_beta", t, x), log_beta_tilde, v)
-        raise ValueError(f"unknown variance {kind!r}")
+        return steps.interpolate_log_variance(self.gather("log_beta", t, x), log_beta_tilde, v)
 
     def terms_bpd(self, x0, x_t, t, x0_hat, model_log_variance):
         """L_t in bits/dim per example: KL to the true posterior for t ≥ 1, the decoder NLL L_0 at t = 0.
@@ -117,7 +116,7 @@ class LikelihoodTerms:
         true_logvar = self.gather("log_beta_tilde", t, x_t)
         model_mean = steps.posterior_mean(x_t, x0_hat, ab_t, ab_prev)
         kl = _mean_flat(normal_kl(true_mean, true_logvar, model_mean, model_log_variance)) / _LOG2
-        decoder = discretized_gaussian_log_likelihood if self.decoder == "discretized" else gaussian_log_likelihood
+        decoder = discretized_gaussian_log_likelihood if self.decoder is Decoder.DISCRETIZED else gaussian_log_likelihood
         nll = -_mean_flat(decoder(x0, model_mean, 0.5 * model_log_variance)) / _LOG2
         return tf.where(tf.equal(t, 0), nll, kl)
 

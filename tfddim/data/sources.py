@@ -1,30 +1,6 @@
-"""tf.data pipelines: the embedded digits, a 2-D mixture, TFDS, image folders and npz files.
+"""The data sources, each to arrays or an unbatched ``(x, label)`` dataset: digits, mixture2d, npz, folders, TFDS.
 
-Every source yields ``(x, label)`` batches: ``x`` float32 in [-1, 1], ``[B, H, W, C]``
-for images or ``[B, 2]`` for ``mixture2d``; ``label`` int32 ``[B]`` (zeros where a
-source has no labels). :class:`DataConfig` names the source:
-
-=====================  =======================================================
-``source``             data
-=====================  =======================================================
-``"digits"``           scikit-learn's 8x8 handwritten digits, vendored in
-                       ``tfddim/assets/digits.npz`` (no download, no sklearn)
-``"mixture2d"``        :func:`mixture2d_distribution`: an 8-component ring
-``"tfds:<name>"``      a prepared TensorFlow Datasets builder, e.g. ``tfds:cifar10``
-``"folder:<path>"``    one subfolder per class (or images directly in ``path``)
-``"npz:<path>"``       arrays ``images``/``x`` and optional ``labels``/``y``
-=====================  =======================================================
-
-Training pipeline (``make_dataset(..., training=True)``)::
-
-    source → resize + center crop → cache → shuffle(seed) → repeat
-           → batch(drop_remainder) → flip + scale to [-1, 1] → prefetch
-
-Flip and scaling run on whole batches (vectorised; per-example flips come from
-a stateless seed per batch), which is the per-example augmentation of the
-contract done once per batch instead of once per image. Images from uint8
-sources stay uint8 through cache and shuffle, so the shuffle buffer holds a
-quarter of the bytes it would as float32.
+``x`` is uint8 (0..255, scaled later by :mod:`tfddim.data.pipeline`) or float32 (already in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -38,20 +14,10 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tfddim.mixture import GaussianMixture, ring
+from tfddim.data.config import DataConfig, check_split
+from tfddim.data.mixture import GaussianMixture, ring
 
-__all__ = [
-    "DataConfig",
-    "load_digits",
-    "make_dataset",
-    "dataset_info",
-    "mixture2d_distribution",
-    "resize_and_center_crop",
-]
-
-SPLITS = ("train", "test", "all")
-_NAMED_SOURCES = ("digits", "mixture2d")
-_SCHEMES = ("tfds", "folder", "npz")
+__all__ = ["load_digits", "mixture2d_distribution", "source_dataset", "dataset_info", "DIGITS_NUM_CLASSES", "DIGITS_NUM_TEST"]
 
 # The digits' held-out split: indices RandomState(0).permutation(1797)[:300] are the
 # test set. RandomState, not default_rng: its stream is frozen by NumPy's policy
@@ -66,94 +32,6 @@ MIXTURE_NUM_TEST = 10_000
 MIXTURE_SCALE = 0.25  # ring(8, radius=4, std=0.5) / 4: radius 1, so the data lies in about [-1.5, 1.5]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Which data to load and how to batch it.
-
-    Attributes:
-        source: ``"digits"``, ``"mixture2d"``, ``"tfds:<name>"`` (e.g. ``"tfds:lsun/bedroom"``),
-            ``"folder:<path>"`` or ``"npz:<path>"``.
-        image_size: resize the shorter side to this and center-crop a square;
-            None keeps the native size (required for sources of mixed sizes).
-        random_flip: random horizontal flips (training only).
-        random_crop: pad each image by this many pixels (edge values) and crop
-            back to its size at a random offset: random translations of up to
-            ``random_crop`` pixels (training only; 0 = off).
-        batch_size: the GLOBAL batch size; a distribution strategy splits it across replicas.
-        shuffle_buffer: examples in the shuffle buffer.
-        cache: cache the decoded, resized examples in memory. Turn it off for
-            datasets that do not fit (LSUN, ImageNet).
-        seed: seeds the shuffle and the flips; the data itself never depends on it.
-        data_dir: the TFDS data directory (None: TFDS's default).
-        download: TFDS may download and prepare a missing dataset.
-        num_samples: ``mixture2d``: size of the fixed training set (the test set,
-            drawn with another seed, has ``min(num_samples, 10000)`` points).
-    """
-
-    source: str = "digits"
-    image_size: int | None = None
-    random_flip: bool = False
-    random_crop: int = 0
-    batch_size: int = 64
-    shuffle_buffer: int = 10000
-    cache: bool = True
-    seed: int = 0
-    data_dir: str | None = None
-    download: bool = False
-    num_samples: int = 100000
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, str):
-            raise ValueError(f"source must be a string, got {self.source!r}")
-        scheme, _, location = self.source.partition(":")
-        if self.source not in _NAMED_SOURCES and (scheme not in _SCHEMES or not location):
-            raise ValueError(
-                f"source must be 'digits', 'mixture2d', 'tfds:<name>', 'folder:<path>' or 'npz:<path>', got {self.source!r}"
-            )
-        if self.image_size is not None:
-            _check_int("image_size", self.image_size, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("shuffle_buffer", self.shuffle_buffer, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("num_samples", self.num_samples, minimum=1)
-        _check_int("random_crop", self.random_crop, minimum=0)
-        for name in ("random_flip", "cache", "download"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.data_dir is not None:
-            if not isinstance(self.data_dir, (str, os.PathLike)):
-                raise ValueError(f"data_dir must be a path or None, got {self.data_dir!r}")
-            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
-        if self.source == "mixture2d" and self.image_size is not None:
-            raise ValueError("image_size must be None for source 'mixture2d' (its points are 2-D vectors, not images)")
-        if self.source == "mixture2d" and self.random_crop:
-            raise ValueError("random_crop must be 0 for source 'mixture2d' (its points are not images)")
-        if self.source == "mixture2d" and self.random_flip:
-            raise ValueError("random_flip must be False for source 'mixture2d' (a horizontal flip is not defined for points)")
-
-    @property
-    def scheme(self) -> str:
-        """``"digits"``, ``"mixture2d"``, ``"tfds"``, ``"folder"`` or ``"npz"``."""
-        return self.source.partition(":")[0]
-
-    @property
-    def location(self) -> str:
-        """What follows ``"<scheme>:"``: the TFDS name or the path ("" for named sources)."""
-        return self.source.partition(":")[2]
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 # --------------------------------------------------------------------------- digits
@@ -187,7 +65,7 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     held-out split is fixed: the test set is ``RandomState(0).permutation(1797)[:300]``
     (:data:`DIGITS_SPLIT_SEED`), so every call returns the same (fresh) arrays.
     """
-    _check_split(split)
+    check_split(split)
     images, labels = _digits_raw()
     idx = _digits_indices(split, images.shape[0])
     x = images[idx].astype(np.float32)[..., None] / np.float32(8.0) - np.float32(1.0)
@@ -200,7 +78,7 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 def mixture2d_distribution() -> GaussianMixture:
     """The ``mixture2d`` data distribution: ``ring(8, radius=4.0, std=0.5)`` scaled by 1/4.
 
-    Its :meth:`~tfddim.mixture.GaussianMixture.eps_fn` is the exact ε-predictor for
+    Its :meth:`~tfddim.data.mixture.GaussianMixture.eps_fn` is the exact ε-predictor for
     models trained on ``source="mixture2d"``.
     """
     base = ring(8, radius=4.0, std=0.5)
@@ -401,36 +279,7 @@ def _tfds_dataset(config: DataConfig, split: str, training: bool) -> tf.data.Dat
     return ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-# --------------------------------------------------------------------------- pipeline
-
-
-def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Resize the shorter side to ``size`` and crop the central ``size x size`` square.
-
-    ``image`` is ``[H, W, C]`` or ``[B, H, W, C]``, any dtype, any (even dynamic) H and W.
-    Bilinear with antialiasing, as the DDPM code's LSUN/CelebA pipeline: a convex
-    filter, so the float32 result stays within the input's range.
-    """
-    shape = tf.shape(image)
-    h = tf.cast(shape[-3], tf.float32)
-    w = tf.cast(shape[-2], tf.float32)
-    scale = size / tf.minimum(h, w)
-    # max(): rounding must never leave the shorter side a pixel short of the crop.
-    new_h = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
-    new_w = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
-    resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    return tf.image.crop_to_bounding_box(resized, (new_h - size) // 2, (new_w - size) // 2, size, size)
-
-
-def _resize_stored(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Resize/crop, keeping the stored dtype: uint8 stays uint8 (for cache and shuffle)."""
-    out = resize_and_center_crop(image, size)
-    if image.dtype == tf.uint8:
-        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
-    return tf.cast(out, image.dtype)
-
-
-def _source(config: DataConfig, split: str, training: bool):
+def source_dataset(config: DataConfig, split: str, training: bool):
     """The unbatched ``(x, label)`` dataset and its auto-shard policy.
 
     ``x`` is uint8 (0..255, scaled at the end) or float32 (already in [-1, 1]).
@@ -453,63 +302,6 @@ def _source(config: DataConfig, split: str, training: bool):
     # DATA, not FILE: small TFDS datasets (MNIST, CIFAR-10) keep a split in one file, and FILE
     # sharding over fewer files than workers fails; DATA is correct for any file count.
     return _tfds_dataset(config, split, training), data
-
-
-def make_dataset(config: DataConfig, split: str = "train", training: bool = True) -> tf.data.Dataset:
-    """Batches of ``(x, label)``: x float32 in [-1, 1] (``[B, H, W, C]``, or ``[B, 2]`` for mixture2d), label int32 ``[B]``.
-
-    ``training=True``: cache (if ``config.cache``), shuffle with ``config.seed``,
-    repeat forever, random flips (if ``config.random_flip``), full batches only.
-    ``training=False``: every example of ``split`` once, in order, last batch partial.
-    The result depends only on the config: the same seed gives the same batches.
-    """
-    _check_split(split)
-    ds, shard_policy = _source(config, split, training)
-    if config.image_size is not None:
-        size = config.image_size
-        ds = ds.map(lambda x, y: (_resize_stored(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        if config.cache:
-            ds = ds.cache()
-        # Every worker must shuffle identically for DATA sharding to partition the
-        # examples; the fixed seed guarantees it.
-        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
-        ds = ds.repeat()
-    ds = ds.batch(config.batch_size, drop_remainder=training)
-    flip = training and config.random_flip
-    crop = config.random_crop if training else 0
-    if flip or crop:
-        # A stateless seed per batch: deterministic, yet different for every batch.
-        seed = tf.constant(config.seed, tf.int64)
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
-        ds = ds.map(lambda xy, i: _finish_batch(*xy, tf.stack([seed, i]) if flip else None,
-                                                crop, tf.stack([seed + 1, i])),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, y: _finish_batch(x, y, None), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = shard_policy
-    return ds.with_options(options)
-
-
-def _finish_batch(x: tf.Tensor, y: tf.Tensor, flip_seed: tf.Tensor | None, crop: int = 0, crop_seed=None):
-    """Scale a stored batch to float32 [-1, 1]; given a seed, flip half of it left-right;
-    with ``crop`` > 0, translate each image by up to ``crop`` pixels (edge-padded random crop)."""
-    if x.dtype == tf.uint8:
-        x = tf.cast(x, tf.float32) / 127.5 - 1.0
-    if flip_seed is not None:
-        flip = tf.random.stateless_uniform(tf.shape(x)[:1], seed=flip_seed) < 0.5
-        x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-    if crop:
-        shape = tf.shape(x)
-        padded = tf.pad(x, [[0, 0], [crop, crop], [crop, crop], [0, 0]], mode="SYMMETRIC")
-        offsets = tf.random.stateless_uniform([shape[0], 2], seed=crop_seed, minval=0, maxval=2 * crop + 1, dtype=tf.int32)
-        rows = offsets[:, :1] + tf.range(shape[1])[None]  # [B, H]
-        cols = offsets[:, 1:] + tf.range(shape[2])[None]  # [B, W]
-        x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
-    return x, y
 
 
 def dataset_info(config: DataConfig) -> dict:

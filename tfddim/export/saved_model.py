@@ -4,7 +4,7 @@
 ``assets.extra/`` (``model_config.json``, ``schedule.json``, ``export.json``
 with the baked-in sampling choices, the training run's ``metadata.json`` and
 TF Serving's ``tf_serving_warmup_requests``), and with ``onnx=True`` an
-``onnx/`` folder (:mod:`tfddim.onnx_export`; TF Serving ignores it).
+``onnx/`` folder (:mod:`tfddim.export.onnx`; TF Serving ignores it).
 
 Signatures (dynamic batch; every loop is a ``tf.while_loop`` in the graph):
 
@@ -45,8 +45,13 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfddim import onnx_export, sampling, serving_warmup, steps
-from tfddim.schedules import Schedule
+from tfddim import sampling
+from tfddim.diffusion import steps
+from tfddim.diffusion.spacing import graph_timesteps
+from tfddim.export import onnx as onnx_export
+from tfddim.export import warmup as serving_warmup
+from tfddim.sampling import Conditioning
+from tfddim.diffusion.schedules import Schedule
 
 __all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "ONNX_TOLERANCE"]
 
@@ -119,7 +124,7 @@ class SamplerModule(tf.Module):
             tf.debugging.assert_greater_equal(num_steps, 1, message="num_steps must be >= 1"),
             tf.debugging.assert_less_equal(num_steps, T, message=f"num_steps must be <= T = {T}"),
         ]):
-            return sampling.graph_timesteps(T, tf.identity(num_steps), self.options.spacing)
+            return graph_timesteps(T, tf.identity(num_steps), self.options.spacing)
 
     @staticmethod
     def _noise(noise, timesteps, eta):
@@ -150,23 +155,18 @@ class SamplerModule(tf.Module):
         extra = [tf.TensorSpec([None], tf.int32, name="labels"), tf.TensorSpec([], tf.float32, name="guidance_scale")] if conditional else []
 
         def sample(x_T, num_steps, eta, seed, *cond):
-            y, w = self._cond(cond, x_T)
-            return {"x_0": self._sampler.graph_sample(x_T, self._timesteps(num_steps), eta, seed=seed, labels=y, guidance_scale=w)}
+            return {"x_0": self._sampler.graph_sample(x_T, self._timesteps(num_steps), eta, seed=seed, cond=self._cond(cond, x_T))}
 
         def sample_with_noise(x_T, num_steps, eta, noise, *cond):
-            y, w = self._cond(cond, x_T)
             timesteps = self._timesteps(num_steps)
             noise = self._noise(noise, timesteps, eta)
-            return {"x_0": self._sampler.graph_sample(x_T, timesteps, eta, noise=noise, labels=y, guidance_scale=w)}
+            return {"x_0": self._sampler.graph_sample(x_T, timesteps, eta, noise=noise, cond=self._cond(cond, x_T))}
 
         def sample_dpmpp_2m(x_T, num_steps, *cond):
-            y, w = self._cond(cond, x_T)
-            return {"x_0": self._dpm_sampler.graph_sample(x_T, self._timesteps(num_steps), 0.0, seed=tf.constant(0, tf.int64),
-                                                          labels=y, guidance_scale=w)}
+            return {"x_0": self._dpm_sampler.graph_sample(x_T, self._timesteps(num_steps), cond=self._cond(cond, x_T))}
 
         def encode(x_0, num_steps, *cond):
-            y, w = self._cond(cond, x_0)
-            return {"x_T": self._sampler.graph_encode(x_0, self._timesteps(num_steps), labels=y, guidance_scale=w)}
+            return {"x_T": self._sampler.graph_encode(x_0, self._timesteps(num_steps), cond=self._cond(cond, x_0))}
 
         def predict_x0(x_t, t, *labels):
             y = self._labels(labels[0], x_t) if network_conditional else None
@@ -177,7 +177,7 @@ class SamplerModule(tf.Module):
                 t = tf.identity(t)
             out = self._sampler.model_fn(x_t, t, y) if network_conditional else self._sampler.model_fn(x_t, t)
             eps = out[..., : self.data_shape[-1]]
-            ab = sampling.select_timestep(self._alphas_cumprod, t, x_t)
+            ab = steps.select_timestep(self._alphas_cumprod, t, x_t)
             return {"x_0": steps.x0_from_eps(x_t, eps, ab), "eps": eps}
 
         specs = {
@@ -194,11 +194,12 @@ class SamplerModule(tf.Module):
         }
         return {name: tf.function(fn, input_signature=sig).get_concrete_function() for name, (fn, sig) in specs.items()}
 
-    def _cond(self, cond, x):
+    def _cond(self, inputs, x) -> Conditioning:
+        """The signature's conditioning inputs (``labels``, ``guidance_scale``, when the export has classes) as one value."""
         if self.num_classes is None:
-            return None, 1.0
-        labels, scale = cond
-        return self._labels(labels, x), scale
+            return Conditioning()
+        labels, scale = inputs
+        return Conditioning(self._labels(labels, x), scale)
 
 
 def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) -> None:
@@ -250,7 +251,7 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
 
     Args:
-        onnx: also write ``onnx/`` (:mod:`tfddim.onnx_export`), checked against the SavedModel.
+        onnx: also write ``onnx/`` (:mod:`tfddim.export.onnx`), checked against the SavedModel.
         classifier: a :class:`tfddim.models.NoisyClassifier` to bundle: the loops use classifier
             guidance (its gradient, in the graph) with ``labels`` and ``guidance_scale`` = s.
         warmup: write TF Serving warmup requests; ``None`` writes them when

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfddim.schedules import Schedule
+from tfddim.diffusion.schedules import Schedule
 
 __all__ = ["GaussianMixture", "ring"]
 

@@ -29,7 +29,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
-__all__ = ["Spacing", "Sections", "DdimStride", "Explicit", "SpacingSpec", "parse_spacing", "spaced_timesteps"]
+__all__ = ["Spacing", "Sections", "DdimStride", "Explicit", "SpacingSpec", "parse_spacing", "spaced_timesteps", "GRAPH_SPACINGS",
+           "graph_timesteps"]
 
 
 class Spacing(str, enum.Enum):
@@ -202,3 +203,33 @@ def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="
             desc = np.round(num_timesteps - np.arange(num_steps) * (num_timesteps / num_steps)).astype(np.int64) - 1
             asc = desc[::-1]
     return np.ascontiguousarray(np.asarray(asc, dtype=np.int64)[::-1])
+
+
+# The spacings a graph can compute from a tensor S (exports take num_steps at request time).
+GRAPH_SPACINGS = (Spacing.UNIFORM, Spacing.LINSPACE, Spacing.TRAILING)
+
+
+def graph_timesteps(num_timesteps: int, num_steps, spacing=Spacing.UNIFORM):
+    """:func:`spaced_timesteps` for a *tensor* S, as int32 graph ops (exports), beside its numpy version.
+
+    Supports ``uniform``, ``linspace`` and ``trailing`` (:data:`GRAPH_SPACINGS`)
+    with the same rounding (half to even) as the numpy version above;
+    ``num_steps`` must already be in [1, T]. TensorFlow is imported here only,
+    so the numpy schedules and spacings load without it.
+    """
+    import tensorflow as tf
+
+    spec = parse_spacing(spacing)
+    if spec not in GRAPH_SPACINGS:
+        raise ValueError(f"spacing {spacing!r} cannot be computed in a graph; use uniform, linspace or trailing")
+    T = num_timesteps
+    s = tf.cast(num_steps, tf.int32)
+    i = tf.range(s)
+    if spec is Spacing.TRAILING:
+        return tf.cast(tf.round(T - tf.cast(i, tf.float64) * (T / tf.cast(s, tf.float64))), tf.int32) - 1
+    if spec is Spacing.UNIFORM:
+        asc = i * (T // s)
+    else:  # LINSPACE
+        stride = tf.where(s > 1, tf.cast(T - 1, tf.float64) / tf.cast(tf.maximum(s - 1, 1), tf.float64), 1.0)
+        asc = tf.cast(tf.round(tf.cast(i, tf.float64) * stride), tf.int32)
+    return tf.reverse(asc, [0])

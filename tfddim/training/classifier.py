@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfddim.training import DiffusionModel
+from tfddim.training.diffusion import DiffusionModel
 
 __all__ = ["NoisyClassifierModel", "accuracy_by_t"]
 
@@ -85,7 +85,7 @@ def accuracy_by_t(network, schedule, x0, labels, timesteps=None, seed=0, batch_s
     if timesteps is None:
         T = schedule.num_timesteps
         timesteps = sorted({0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1})
-    from tfddim import sampling, steps
+    from tfddim.diffusion import steps
 
     ab_all = tf.constant(schedule.alphas_cumprod)
     x0 = tf.convert_to_tensor(x0, tf.float32)
@@ -99,7 +99,7 @@ def accuracy_by_t(network, schedule, x0, labels, timesteps=None, seed=0, batch_s
             x = x0[start:start + batch_size]
             t = tf.fill([tf.shape(x)[0]], int(t_value))
             eps = tf.random.stateless_normal(tf.shape(x), seed=[seed, start * 1000 + int(t_value)])
-            x_t = steps.q_sample(x, eps, sampling.select_timestep(ab_all, t, x))
+            x_t = steps.q_sample(x, eps, steps.select_timestep(ab_all, t, x))
             pred = tf.argmax(network((x_t, t), training=False), axis=-1, output_type=tf.int32)
             correct.append(tf.cast(tf.equal(pred, labels[start:start + batch_size]), tf.float32))
         out[int(t_value)] = float(tf.reduce_mean(tf.concat(correct, 0)))

@@ -13,7 +13,7 @@ code                   DDPM paper                  DDIM paper
 Timesteps are 0-based: ``alphas_cumprod[0]`` is ᾱ after one noising step and
 ``alphas_cumprod[T-1]`` is the most noised level. As in improved-diffusion, the
 coefficient arrays are computed once in float64; samplers gather them per
-timestep (see :func:`tfddim.sampling.select_timestep`).
+timestep (see :func:`tfddim.diffusion.steps.select_timestep`).
 
 Schedule names are append-only: a saved schedule stores its betas, so a model
 reproduces even if a named recipe were ever to change.
@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from tfddim.spacing import parse_spacing, spaced_timesteps  # noqa: F401  (public API)
+from tfddim.diffusion.spacing import parse_spacing, spaced_timesteps  # noqa: F401  (public API)
 
 __all__ = [
     "Schedule",

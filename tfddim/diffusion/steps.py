@@ -3,7 +3,7 @@
 Each function is a pure function of tensors: no Python branching on values,
 no random numbers drawn (noise is an argument), the dtype follows the input
 (float64 works), and schedule coefficients arrive already gathered and shaped
-to broadcast against ``x`` (see :func:`tfddim.sampling.select_timestep`).
+to broadcast against ``x`` (see :func:`select_timestep`).
 
 Symbols (DDPM names; seed 003 has the table to the DDIM paper's):
 
@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfddim.diffusion.kinds import Variance, parse_kind
+
 __all__ = [
     "as_dtype",
+    "select_timestep",
+    "stateless_step_normal",
     "q_sample",
     "x0_from_eps",
     "eps_from_x0",
@@ -56,6 +60,29 @@ def as_dtype(value, dtype):
     0.30000001192...; Python numbers here are converted at the target dtype.
     """
     return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+
+
+def select_timestep(values, t, x):
+    """Gather ``values[t]`` for each batch element and shape it ``[B, 1, ..., 1]`` to broadcast against x.
+
+    ``values`` is a float64 schedule array; the result has x's dtype (gathered
+    first, then cast, so float64 samplers keep full precision). This is
+    improved-diffusion's ``_extract_into_tensor``.
+    """
+    gathered = tf.cast(tf.gather(values, t), x.dtype)
+    shape = tf.concat([tf.shape(t), tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+    return tf.reshape(gathered, shape)
+
+
+def stateless_step_normal(seed, step, like):
+    """Standard normal noise for one sampling step, from the stateless Philox stream (seed, step).
+
+    Philox fills a tensor in row-major order from counter 0, so sample b's
+    noise is the same for every batch of more than b samples: a sample does
+    not change when the batch around it grows or shrinks (a test holds this).
+    """
+    pair = tf.stack([seed, tf.cast(step, tf.int64)])
+    return tf.random.stateless_normal(tf.shape(like), seed=pair, dtype=like.dtype, alg="philox")
 
 
 def q_sample(x0, eps, alpha_bar_t):
@@ -192,7 +219,7 @@ def posterior_mean(x_t, x0, alpha_bar_t, alpha_bar_prev):
 
 
 def ddpm_log_variance(kind, alpha_bar_t, alpha_bar_prev, v=None):
-    """log Σ of the reverse step for a variance kind (a Python string, fixed at trace time).
+    """log Σ of the reverse step for a :class:`~tfddim.diffusion.kinds.Variance` (fixed at trace time; a name is parsed).
 
     - ``"fixed_small"``: β̃_S (DDPM's σ² = β̃).
     - ``"fixed_large"``: β_S (DDPM's σ² = β; = σ̂² of the DDIM paper). improved
@@ -205,18 +232,17 @@ def ddpm_log_variance(kind, alpha_bar_t, alpha_bar_prev, v=None):
     and log β_S stands in for log β̃_S so the value stays finite (improved DDPM
     likewise clips β̃₀ to β̃₁).
     """
+    kind = parse_kind(Variance, kind, "variance")
     beta, beta_tilde = respaced_betas(alpha_bar_t, alpha_bar_prev)
     log_beta = tf.math.log(beta)
     log_beta_tilde = tf.math.log(tf.where(beta_tilde > 0, beta_tilde, beta))
-    if kind == "fixed_small":
+    if kind is Variance.FIXED_SMALL:
         return log_beta_tilde
-    if kind == "fixed_large":
+    if kind is Variance.FIXED_LARGE:
         return log_beta
-    if kind == "learned_range":
-        if v is None:
-            raise ValueError("variance 'learned_range' needs the network's v output")
-        return interpolate_log_variance(log_beta, log_beta_tilde, v)
-    raise ValueError(f"unknown variance {kind!r}; expected 'fixed_small', 'fixed_large' or 'learned_range'")
+    if v is None:
+        raise ValueError("variance 'learned_range' needs the network's v output")
+    return interpolate_log_variance(log_beta, log_beta_tilde, v)
 
 
 def interpolate_log_variance(log_beta, log_beta_tilde, v):

@@ -1,0 +1,12 @@
+"""Data: typed configs, the sources (digits, mixture, npz, folders, TFDS), the tf.data pipeline, the mixture oracle.
+
+``DataConfig`` → :func:`make_dataset` gives ``(x, label)`` batches in [-1, 1];
+:func:`dataset_info` gives the shape and classes without reading the data.
+"""
+
+from tfddim.data.config import SPLITS, DataConfig
+from tfddim.data.pipeline import make_dataset, resize_and_center_crop
+from tfddim.data.sources import dataset_info, load_digits, mixture2d_distribution
+
+__all__ = ["SPLITS", "DataConfig", "make_dataset", "resize_and_center_crop", "dataset_info", "load_digits",
+           "mixture2d_distribution"]

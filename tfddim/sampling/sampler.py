@@ -1,0 +1,363 @@
+"""The graph-mode sampler: ONE ``tf.while_loop`` over a timestep tensor, for every solver.
+
+``model_fn(x_t, t)`` (or ``model_fn(x_t, t, labels)`` for a conditional model)
+returns the network's prediction for a batch; ``t`` is an int32 ``[B]`` tensor
+of *original* timestep indices, so a network trained on T steps works with any
+spaced subsequence. Per-step coefficients are gathered from the schedule at
+each batch element's t (:func:`tfddim.diffusion.steps.select_timestep`, as in the seeds).
+
+The loop body is method-agnostic: coefficients → one network call
+(:meth:`Sampler._denoise`) → this step's noise if the solver uses any →
+``solver.step`` (:mod:`tfddim.sampling.solvers`). The conditioning is one
+:class:`~tfddim.sampling.conditioning.Conditioning` value.
+
+The loop is traced once per (rank, dtype, noise mode, trajectory): batch size, image shape, number of steps, the timesteps, η, the
+seed and the guidance scale are all tensors, so changing them does not retrace.
+
+Conventions (the defaults, with no options given): nothing is clipped or
+thresholded, ᾱ_prev = 1 after the last listed timestep, and no noise is added
+on the final step (its output is x₀).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfddim.diffusion import steps
+from tfddim.diffusion.schedules import Schedule
+from tfddim.diffusion.spacing import spaced_timesteps
+from tfddim.diffusion.steps import select_timestep
+from tfddim.sampling import solvers
+from tfddim.sampling.conditioning import Conditioning
+from tfddim.sampling.options import (ClassifierFreeGuidance, ClassifierGuidance, FinalAlpha, Prediction,
+                                     SamplerConfig)
+
+__all__ = ["Sampler", "Trajectory"]
+
+
+class Trajectory(NamedTuple):
+    """Per-step history, ``[S, B, ...]`` each: ``x`` after step i, and the jumping prediction x̂₀ at step i."""
+
+    x: tf.Tensor
+    x0_hat: tf.Tensor
+
+
+class Sampler:
+    """A compiled sampler for one network, schedule and :class:`~tfddim.sampling.options.SamplerConfig`.
+
+    It holds its compiled loops (one per rank, dtype, noise mode and trajectory flag): keep the object
+    to reuse them. Nothing is cached elsewhere.
+
+    Args:
+        model_fn: ``model_fn(x_t, t[, labels])`` → prediction (see module docstring).
+        schedule: the :class:`~tfddim.diffusion.schedules.Schedule` the network was trained with.
+        config: the trace-time options.
+
+    Call arguments of :meth:`sample`:
+        x_T: ``[B, ...]`` starting noise (float32 or float64; the dtype is kept).
+        timesteps: strictly descending ints in [0, T−1] (:func:`tfddim.schedules.spaced_timesteps`).
+        eta: DDIM's η in [0, 1] (only for solvers that take it).
+        noise: optional ``[S, B, ...]``; ``noise[i]`` is used by the step from ``timesteps[i]``.
+        seed: optional int; noise drawn in-graph per sample (stateless). Without
+            ``noise`` or ``seed`` a fresh seed is drawn when noise is needed.
+        labels: int ``[B]`` class labels for a conditional model or for guidance.
+        guidance_scale: s (classifier) or w (classifier-free).
+        return_trajectory: also return a :class:`Trajectory` (memory O(S); off by default, O(1)).
+    """
+
+    def __init__(self, model_fn: Callable, schedule: Schedule, config: SamplerConfig = SamplerConfig()):
+        if not callable(model_fn):
+            raise ValueError("model_fn must be callable: model_fn(x_t, t) -> prediction")
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a tfddim.schedules.Schedule, got {type(schedule).__name__}")
+        self.model_fn = model_fn
+        self._network = tf.function(model_fn, jit_compile=True) if config.jit_compile else model_fn
+        self.schedule = schedule
+        self.config = config
+        self.solver = solvers.make(config)
+        self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
+        # λ_t, gathered like ᾱ. A zero-terminal-SNR level has λ = −∞: only ever the start of a
+        # first-order step, and its infinite h only zeroes the next step's extrapolation (h/(2·h_prev) = 0).
+        self._half_log_snr = tf.constant(schedule.half_log_snr, tf.float64)
+        self._functions: dict = {}
+
+    # ----------------------------------------------------------------- model
+    def _denoise(self, x, t_b, ab_t, cond: Conditioning) -> solvers.Denoised:
+        """One model call → x̂₀, ε̂, v and ∇log p(y|x) after prediction conversion, clipping/thresholding and
+        classifier-free guidance. Classifier guidance's gradient is returned for the solver to apply."""
+        cfg = self.config
+        out = self._call_model(x, t_b, cond)
+        v = None
+        if cfg.learned_variance:
+            out, v = tf.split(out, 2, axis=-1)
+        if cfg.prediction_type is Prediction.EPSILON:
+            eps, x0 = out, steps.x0_from_eps(x, out, ab_t)
+        elif cfg.prediction_type is Prediction.SAMPLE:
+            eps, x0 = steps.eps_from_x0(x, out, ab_t), out
+        else:
+            eps, x0 = steps.eps_from_v(x, out, ab_t), steps.x0_from_v(x, out, ab_t)
+        if cfg.clip_x0 is not None or cfg.dynamic_threshold is not None:
+            if cfg.clip_x0 is not None:
+                x0 = steps.clip_x0(x0, *cfg.clip_x0)
+            else:
+                x0 = steps.dynamic_threshold(x0, cfg.dynamic_threshold, cfg.threshold_max)
+            # keep ε̂ consistent with the clipped x̂₀ (as improved-diffusion); at the clean level
+            # (ᾱ = 1, the start of encode) ε̂ does not determine x̂₀ and is kept. The unused branch
+            # gets a safe ᾱ so it never holds 0/0 (ONNX Runtime let that NaN through the select).
+            noisy = ab_t < 1.0
+            eps = tf.where(noisy, steps.eps_from_x0(x, x0, tf.where(noisy, ab_t, tf.ones_like(ab_t) * 0.5)), eps)
+        grad = None
+        if isinstance(cfg.guidance, ClassifierGuidance):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                log_p = cfg.guidance.log_prob_fn(x, t_b, cond.labels)
+            grad = tape.gradient(log_p, x)
+        return solvers.Denoised(x0, eps, v, grad)
+
+    def _call_model(self, x, t_b, cond: Conditioning):
+        cfg = self.config
+        expected_channels = tf.shape(x)[-1] * (2 if cfg.learned_variance else 1)
+        if isinstance(cfg.guidance, ClassifierFreeGuidance):
+            both = Conditioning.concat(cond, cond.unconditional(cfg.guidance.null_label))
+            out = tf.cast(self._network(tf.concat([x, x], 0), tf.concat([t_b, t_b], 0), *both.model_args()), x.dtype)
+            cond_out, uncond_out = tf.split(out, 2, axis=0)
+            scale = cond.guidance_scale
+            if cfg.learned_variance:  # guide the prediction, keep the conditional variance (as GLIDE)
+                cond_pred, cond_v = tf.split(cond_out, 2, axis=-1)
+                uncond_pred, _ = tf.split(uncond_out, 2, axis=-1)
+                out = tf.concat([steps.classifier_free_eps(uncond_pred, cond_pred, scale), cond_v], axis=-1)
+            else:
+                out = steps.classifier_free_eps(uncond_out, cond_out, scale)
+        else:
+            args = cond.model_args() if cfg.class_conditional else ()
+            out = tf.cast(self._network(x, t_b, *args), x.dtype)
+        expected = tf.concat([tf.shape(x)[:-1], [expected_channels]], axis=0)
+        with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(out), expected, message="model_fn output has the wrong shape")]):
+            return tf.identity(out)
+
+    def _final_alpha(self, dtype):
+        if self.config.final_alpha_cumprod is FinalAlpha.ONE:
+            return tf.constant(1.0, dtype)
+        return tf.cast(self._alphas_cumprod[0], dtype)
+
+    def _final_half_log_snr(self, dtype):
+        # λ = +∞ at ᾱ = 1: a finite stand-in (the final step is first order for every multistep solver)
+        offset = 1.0 if self.config.final_alpha_cumprod is FinalAlpha.ONE else 0.0
+        return tf.cast(self._half_log_snr[0] + offset, dtype)
+
+    def _coefficients(self, i, num_steps, timesteps, x, eta) -> solvers.Coefficients:
+        """The schedule at step i from ``timesteps[i]`` to ``timesteps[i+1]`` (or the final level)."""
+        batch = tf.shape(x)[0]
+        has_next = i + 1 < num_steps
+        t = tf.fill([batch], timesteps[i])
+        t_next = tf.fill([batch], timesteps[tf.minimum(i + 1, num_steps - 1)])
+        ab_prev = tf.where(has_next, select_timestep(self._alphas_cumprod, t_next, x), self._final_alpha(x.dtype))
+        lam_prev = tf.where(has_next, select_timestep(self._half_log_snr, t_next, x), self._final_half_log_snr(x.dtype))
+        return solvers.Coefficients(
+            alpha_bar_t=select_timestep(self._alphas_cumprod, t, x), alpha_bar_prev=ab_prev,
+            half_log_snr_t=select_timestep(self._half_log_snr, t, x), half_log_snr_prev=lam_prev,
+            first=tf.equal(i, 0), has_next=has_next, eta=eta)
+
+    # ------------------------------------------------------------ graph loops
+    def _graph_checks(self, x, timesteps, eta, noise):
+        num_t = self.schedule.num_timesteps
+        checks = [
+            tf.debugging.assert_all_finite(x, "x_T contains NaN or Inf"),
+            tf.debugging.assert_greater_equal(eta, tf.cast(0.0, eta.dtype), message="eta must be >= 0"),
+            tf.debugging.assert_less_equal(eta, tf.cast(1.0, eta.dtype), message="eta must be <= 1"),
+            tf.debugging.assert_positive(tf.size(timesteps), message="timesteps must not be empty"),
+            tf.debugging.assert_greater_equal(timesteps, 0, message="timesteps must be >= 0"),
+            tf.debugging.assert_less_equal(timesteps, num_t - 1, message=f"timesteps must be <= T-1 = {num_t - 1}"),
+            tf.debugging.assert_less(timesteps[1:], timesteps[:-1], message="timesteps must be strictly descending"),
+        ]
+        if noise is not None:
+            expected = tf.concat([tf.shape(timesteps), tf.shape(x)], axis=0)
+            checks.append(
+                tf.debugging.assert_equal(tf.shape(noise), expected, message="noise must have shape [S, B, *x_T.shape[1:]]")
+            )
+        return checks
+
+    def _sample_loop(self, x, timesteps, eta, cond: Conditioning, noise, seed, trajectory):
+        """The one loop: x_{τ_i} → x_{τ_{i+1}} by ``self.solver`` for i = 0 … S−1."""
+        solver = self.solver
+        with tf.control_dependencies(self._graph_checks(x, timesteps, eta, noise)):
+            x = tf.identity(x)
+        num_steps = tf.shape(timesteps)[0]
+        eta = steps.as_dtype(eta, x.dtype)
+
+        def step_noise(i, x, c):
+            if not solver.uses_noise:
+                return None  # a deterministic solver's graph holds no random op (ONNX has none to convert to)
+            if noise is not None:
+                z = noise[i]
+            else:
+                needed = tf.logical_and(c.has_next, solver.needs_noise(eta))
+                z = tf.cond(needed, lambda: steps.stateless_step_normal(seed, i, x), lambda: tf.zeros_like(x))
+            return z * tf.cast(c.has_next, x.dtype)  # no noise on the final step: its output is x_0
+
+        def body(i, x, state, hist):
+            c = self._coefficients(i, num_steps, timesteps, x, eta)
+            d = self._denoise(x, tf.fill([tf.shape(x)[0]], timesteps[i]), c.alpha_bar_t, cond)
+            x_next, x0, state = solver.step(x, d, c, cond.guidance_scale, step_noise(i, x, c), state)
+            if trajectory:
+                hist = (hist[0].write(i, x_next), hist[1].write(i, x0))
+            return i + 1, x_next, state, hist
+
+        hist = tuple(tf.TensorArray(x.dtype, size=num_steps) for _ in range(2)) if trajectory else ()
+        _, x, _, hist = tf.while_loop(lambda i, *_: i < num_steps, body, [tf.constant(0), x, solver.init(x), hist])
+        if trajectory:
+            return x, hist[0].stack(), hist[1].stack()
+        return x
+
+    def _encode_loop(self, x, timesteps, cond: Conditioning):
+        """DDIM inversion: the η = 0 step of eq. 12 run upwards (classifier guidance as DDIM applies it)."""
+        with tf.control_dependencies(self._graph_checks(x, timesteps, tf.constant(0.0, x.dtype), None)):
+            x = tf.identity(x)
+        num_steps = tf.shape(timesteps)[0]
+        batch = tf.shape(x)[0]
+        final_ab = self._final_alpha(x.dtype)
+        zero = tf.zeros_like(x)
+
+        def body(i, x):
+            # Go up from the level after timesteps[i] (the clean level for the last one) to timesteps[i],
+            # with ε evaluated at the current level; the clean level is evaluated at t = 0.
+            at_clean = i + 1 >= num_steps
+            t_cur = tf.fill([batch], tf.where(at_clean, 0, timesteps[tf.minimum(i + 1, num_steps - 1)]))
+            ab_cur = tf.where(at_clean, final_ab, select_timestep(self._alphas_cumprod, t_cur, x))
+            ab_next = select_timestep(self._alphas_cumprod, tf.fill([batch], timesteps[i]), x)
+            d = solvers.guided_by_classifier(x, self._denoise(x, t_cur, ab_cur, cond), ab_cur, cond.guidance_scale)
+            return i - 1, steps.ddim_update(d.x0, d.eps, ab_next, tf.zeros_like(ab_next), zero)
+
+        _, x = tf.while_loop(lambda i, x: i >= 0, body, [num_steps - 1, x])
+        return x
+
+    def _conditioning(self, labels, scale) -> Conditioning:
+        return Conditioning(labels if self.config.needs_labels else None, scale)
+
+    def _function(self, kind, rank, dtype, noise_mode, trajectory):
+        key = (kind, rank, dtype, noise_mode, trajectory)
+        if key in self._functions:
+            return self._functions[key]
+        spec_x = tf.TensorSpec([None] * rank, dtype)
+        spec_t = tf.TensorSpec([None], tf.int32)
+        spec_s = tf.TensorSpec([], dtype)
+        spec_y = tf.TensorSpec([None], tf.int32)
+        if kind == "encode":
+            def fn(x, timesteps, scale, labels):
+                return self._encode_loop(x, timesteps, self._conditioning(labels, scale))
+
+            signature = [spec_x, spec_t, spec_s, spec_y]
+        else:
+            spec_n = tf.TensorSpec([None] * (rank + 1), dtype) if noise_mode == "explicit" else tf.TensorSpec([], tf.int64)
+
+            def fn(x, timesteps, eta, scale, labels, noise_or_seed):
+                noise, seed = (noise_or_seed, None) if noise_mode == "explicit" else (None, noise_or_seed)
+                return self._sample_loop(x, timesteps, eta, self._conditioning(labels, scale), noise, seed, trajectory)
+
+            signature = [spec_x, spec_t, spec_s, spec_s, spec_y, spec_n]
+        compiled = tf.function(fn, input_signature=signature, reduce_retracing=False)
+        self._functions[key] = compiled
+        return compiled
+
+    def graph_sample(self, x_T, timesteps, eta=0.0, seed=None, noise=None, cond: Conditioning = Conditioning()):
+        """The sampling loop as graph ops, for use inside another ``tf.function`` (exported signatures).
+
+        No Python-side validation: only the in-graph assertions run. Give
+        ``seed`` (int64 scalar) or ``noise`` (``[S, B, ...]``) when the solver uses noise.
+        """
+        x = tf.convert_to_tensor(x_T)
+        seed = None if seed is None else tf.cast(seed, tf.int64)
+        noise = None if noise is None else tf.cast(noise, x.dtype)
+        cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype))
+        return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed, False)
+
+    def graph_encode(self, x0, timesteps, cond: Conditioning = Conditioning()):
+        """DDIM inversion as graph ops (see :meth:`encode`), for exported signatures."""
+        x = tf.convert_to_tensor(x0)
+        cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype))
+        return self._encode_loop(x, tf.cast(timesteps, tf.int32), cond)
+
+    def tracing_count(self) -> int:
+        """How many times this sampler's loops have been traced (for retracing tests and benchmarks)."""
+        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+    # ------------------------------------------------------------- public API
+    def _prepare(self, x, name, timesteps, labels):
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            x = tf.cast(x, tf.float32)
+        if x.shape.rank is None or x.shape.rank < 2:
+            raise ValueError(f"{name} must have a batch axis and at least one more, got shape {x.shape}")
+        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(x))):
+            raise ValueError(f"{name} contains NaN or Inf")
+        if isinstance(timesteps, tf.Tensor) and not tf.executing_eagerly():
+            taus = tf.cast(timesteps, tf.int32)
+        else:
+            arr = np.asarray(timesteps.numpy() if isinstance(timesteps, tf.Tensor) else timesteps)
+            try:
+                arr = spaced_timesteps(self.schedule.num_timesteps, None, spacing=arr)
+            except ValueError as e:
+                raise ValueError(f"timesteps: {e}") from None
+            if self.config.prediction_type is Prediction.EPSILON and np.any(self.schedule.alphas_cumprod[arr] <= 0):
+                raise ValueError(
+                    "timesteps include a level with alphas_cumprod = 0 (zero terminal SNR), where an epsilon "
+                    "prediction cannot determine x0; use prediction_type 'v_prediction' or 'sample'"
+                )
+            taus = tf.constant(arr, tf.int32)
+        if labels is None:
+            if self.config.needs_labels:
+                raise ValueError("labels are required for a class_conditional model or with guidance")
+            y = tf.zeros([tf.shape(x)[0]], tf.int32)
+        elif not self.config.needs_labels:
+            raise ValueError("labels were given, but the model is not class_conditional and no guidance is set")
+        else:
+            y = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+            if y.shape.rank != 1:
+                raise ValueError(f"labels must be a 1-D int tensor [B], got shape {y.shape}")
+            if tf.executing_eagerly() and int(tf.shape(y)[0]) != int(tf.shape(x)[0]):
+                raise ValueError(f"labels has {int(tf.shape(y)[0])} entries but {name} has batch {int(tf.shape(x)[0])}")
+        return x, taus, y
+
+    def sample(self, x_T, timesteps, eta=0.0, noise=None, seed=None, labels=None, guidance_scale=1.0, return_trajectory=False):
+        """Run the reverse process from ``x_T`` along ``timesteps``; returns x₀ (and a :class:`Trajectory`)."""
+        x, taus, y = self._prepare(x_T, "x_T", timesteps, labels)
+        if isinstance(eta, (int, float, np.floating, np.integer)) and not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if not self.solver.takes_eta and isinstance(eta, (int, float)) and eta != 0.0:
+            raise ValueError("eta applies only to method='ddim'")
+        if not self.solver.uses_noise and noise is not None:
+            raise ValueError(f"method={self.config.method.value!r} is deterministic: it takes no noise")
+        if noise is not None and seed is not None:
+            raise ValueError("give noise or seed, not both")
+        if noise is not None:
+            noise = steps.as_dtype(noise, x.dtype)
+            if tf.executing_eagerly():
+                expected = [int(tf.shape(taus)[0])] + [int(d) for d in tf.shape(x)]
+                if list(noise.shape) != expected:
+                    raise ValueError(f"noise must have shape [S, B, *x_T.shape[1:]] = {expected}, got {list(noise.shape)}")
+            mode, extra = "explicit", noise
+        else:
+            if seed is None:
+                seed = int(np.random.SeedSequence().generate_state(1)[0])
+            if isinstance(seed, (bool, float)):
+                raise ValueError(f"seed must be an integer, got {seed!r}")
+            mode, extra = "seed", tf.constant(seed, tf.int64)
+        fn = self._function("sample", x.shape.rank, x.dtype, mode, bool(return_trajectory))
+        out = fn(x, taus, steps.as_dtype(eta, x.dtype), steps.as_dtype(guidance_scale, x.dtype), y, extra)
+        if return_trajectory:
+            return out[0], Trajectory(out[1], out[2])
+        return out
+
+    def encode(self, x0, timesteps, labels=None, guidance_scale=1.0):
+        """Deterministic DDIM inversion x₀ → x_T along the same descending ``timesteps`` used to sample.
+
+        Runs the η = 0 update of eq. 12 upwards (seed 003's inversion), from the
+        clean level to ``timesteps[-1]``, ..., to ``timesteps[0]``, with ε
+        evaluated at the current level (t = 0 for the clean level).
+        """
+        x, taus, y = self._prepare(x0, "x0", timesteps, labels)
+        fn = self._function("encode", x.shape.rank, x.dtype, None, False)
+        return fn(x, taus, steps.as_dtype(guidance_scale, x.dtype), y)
