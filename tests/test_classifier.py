@@ -112,7 +112,7 @@ def test_the_classifier_guides_both_samplers_in_graph(method):
 
 def test_random_crop_translates_by_at_most_the_padding():
     img = tf.reshape(tf.range(16, dtype=tf.float32), [1, 4, 4, 1])
-    out, _ = data_lib._finish_batch(tf.repeat(img, 64, 0), tf.zeros([64]), None, 1, tf.constant([0, 1], tf.int64))
+    out, _ = data_lib.pipeline._finish_batch(tf.repeat(img, 64, 0), tf.zeros([64]), None, 1, tf.constant([0, 1], tf.int64))
     padded = np.pad(img.numpy()[0, :, :, 0], 1, mode="symmetric")
     found = set()
     for o in out.numpy()[..., 0]:
@@ -125,12 +125,11 @@ def test_random_crop_translates_by_at_most_the_padding():
 
 
 def test_a_classifier_guided_export_bundles_the_classifier(tmp_path):
-    import json
     import os
 
     from conftest import tiny_unet
     from tfddim import export
-    from tfddim.export import warmup as serving_warmup
+    from tfddim.export import layout, warmup as serving_warmup
 
     net, clf, sched = tiny_unet(), tiny_classifier(), schedules.get("cosine", T)
     opts = export.ExportOptions(clip_x0=(-1, 1))
@@ -147,9 +146,10 @@ def test_a_classifier_guided_export_bundles_the_classifier(tmp_path):
         np.testing.assert_allclose(got["x_0"], want, atol=1e-5)
     unguided = sampling.sample(lambda a, t: net((a, t)), x, sched, ts, clip_x0=(-1, 1))
     assert np.max(np.abs(got["x_0"] - unguided)) > 1e-3  # s = 4 moved the samples
-    info = json.load(open(os.path.join(path, "assets.extra", "export.json")))
-    assert info["guidance"].startswith("classifier (") and info["num_classes"] == 10
-    assert os.path.exists(os.path.join(path, "assets.extra", "classifier_config.json"))
+    manifest = layout.read_manifest(path)  # the typed export.json: classifier guidance, an unconditional network
+    assert manifest.conditioning == layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER, 10, None, False)
+    assert manifest.num_classes == 10
+    assert os.path.exists(layout.ExportLayout(path).classifier_config_json)
     assert sorted(loaded.signatures["predict_x0"].structured_input_signature[1]) == ["t", "x_t"]  # the net is unconditional
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be < num_classes"):
         loaded.signatures["serving_default"](x_T=x, num_steps=tf.constant(2), eta=tf.constant(0.0),
@@ -159,3 +159,45 @@ def test_a_classifier_guided_export_bundles_the_classifier(tmp_path):
         loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
     with pytest.raises(ValueError, match="ONNX export of classifier guidance"):
         export.export_saved_model(net, sched, (8, 8, 1), str(tmp_path / "cg"), 2, opts, classifier=clf, onnx=True)
+
+
+def test_the_classifier_trainer_shares_the_base_not_the_diffusion_losses(tmp_path):
+    """NoisyClassifierModel is a NoisedTrainer, not a DiffusionModel: same t and ε draws, its own config chained to Keras'."""
+    import h5py
+    from conftest import tiny_unet
+    from tfddim.training import DiffusionModel, NoisedTrainer
+
+    sched = schedules.get("cosine", T)
+    model = NoisyClassifierModel(tiny_classifier(), sched, (8, 8, 1), ema_decay=0.9, seed=3)
+    assert isinstance(model, NoisedTrainer) and not isinstance(model, DiffusionModel)
+    assert not any(hasattr(model, a) for a in ("loss_history", "sampler", "vlb_tracker", "importance_probs"))
+    config = model.get_config()
+    assert {"name", "trainable", "dtype"} <= set(config)  # chained to keras.Model.get_config
+    assert sorted(set(config) - {"name", "trainable", "dtype"}) == ["data_shape", "ema_decay", "ema_warmup", "network",
+                                                                   "schedule", "seed"]
+    # the same (seed, step) draws the same t and ε as a DiffusionModel; labels pass through, never dropped
+    diffusion = DiffusionModel(tiny_unet(), sched, (8, 8, 1), seed=3)
+    for trainer in (model, diffusion):
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1))  # the step seeds read optimizer.iterations
+    x0, y = tf.random.stateless_normal([16, 8, 8, 1], seed=[0, 1]), tf.range(16) % 10
+    mine, theirs = model.noisy_batch(x0, y, model._step_seeds()), diffusion.noisy_batch(x0, None, diffusion._step_seeds())
+    for a, b in zip(mine[:3] + mine[4:], theirs[:3] + theirs[4:]):  # x_t, t, ε, weights
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(mine[3], y)
+    # the trainer now saves and reloads (registered, config chained)
+    path = str(tmp_path / "clf.keras")
+    model.save(path)
+    back = keras.models.load_model(path)
+    assert type(back) is NoisyClassifierModel and back.get_config()["seed"] == 3
+    for a, b in zip(back.ema_network.get_weights(), model.ema_network.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a checkpoint from when it derived from DiffusionModel carries two importance-sampling variables: skipped
+    weights = str(tmp_path / "old.weights.h5")
+    model.save_weights(weights)
+    with h5py.File(weights, "a") as f:
+        own = f.require_group("vars")
+        own.create_dataset("0", data=np.zeros((T, 10), np.float32))
+        own.create_dataset("1", data=np.zeros((T,), np.int32))
+    back.load_weights(weights)
+    for a, b in zip(back.network.get_weights(), model.network.get_weights()):
+        np.testing.assert_array_equal(a, b)

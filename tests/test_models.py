@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfddim import models
 from tfddim.models import MLP, UNet, timestep_embedding
-from tfddim.models.blocks import AttentionBlock, GroupNorm, ResBlock, _downsample, _upsample, group_count
+from tfddim.models.blocks import AttentionBlock, GroupNorm, ResBlock, downsample_2x, group_count, upsample_2x
 
 # Keras' own model.save()/get_weights() call np.array(variable), which numpy 2 flags; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
@@ -308,9 +308,9 @@ def test_group_norm_mixed_float16(mixed_float16):
 def test_group_count_and_resampling():
     assert [group_count(c, 32) for c in (8, 16, 32, 48, 128, 7)] == [8, 16, 32, 24, 32, 7]
     h = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
-    np.testing.assert_array_equal(_upsample(tf.constant(h)), h.repeat(2, axis=1).repeat(2, axis=2))
+    np.testing.assert_array_equal(upsample_2x(tf.constant(h)), h.repeat(2, axis=1).repeat(2, axis=2))
     up = h.repeat(2, axis=1).repeat(2, axis=2)
-    np.testing.assert_array_equal(_downsample(tf.constant(up)), h)  # 2x2 means of equal values
+    np.testing.assert_array_equal(downsample_2x(tf.constant(up)), h)  # 2x2 means of equal values
 
 
 @pytest.mark.parametrize("scale_shift", [True, False])

@@ -1,4 +1,7 @@
-"""DiffusionModel: reported losses against independent computations, EMA, distribution, precision."""
+"""DiffusionModel: reported losses against independent computations, EMA, distribution, precision, typed options."""
+
+import json
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +12,10 @@ import keras
 from tfddim import models, sampling
 from tfddim.data import mixture
 from tfddim.diffusion import schedules
-from tfddim.training import DiffusionModel, warmup_schedule
+from tfddim.diffusion.kinds import Decoder, Variance
+from tfddim.pipelines import config as run_config
+from tfddim.sampling import Method
+from tfddim.training import DiffusionModel, Loss, NoisedTrainer, Strategy, warmup_schedule
 
 
 def tiny_mlp(**kw):
@@ -221,12 +227,14 @@ def test_save_and_reload_keeps_both_networks(tmp_path, data):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"loss": "l1"}, "loss must be"),
+        ({"loss": "l1"}, "unknown loss 'l1'"),
         ({"loss": "hybrid", "learned": False}, None),
         ({"importance_sampling": True}, "importance_sampling"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"label_dropout": 0.2}, "label_dropout needs num_classes"),
         ({"variance": "learned_range"}, "variance must be"),
+        ({"variance": "tiny"}, "unknown variance 'tiny'"),
+        ({"decoder": "bernoulli"}, "unknown decoder 'bernoulli'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -237,3 +245,66 @@ def test_bad_arguments_are_named(kwargs, match):
     loss = kwargs.pop("loss", "simple")
     with pytest.raises(ValueError, match=match):
         DiffusionModel(tiny_mlp(), schedules.get("linear", 100), (2,), loss=loss, **kwargs)
+
+
+# The keys DiffusionModel.get_config() wrote before the NoisedTrainer base: a saved model.keras holds these.
+SAVED_CONFIG_KEYS = ["data_shape", "decoder", "dtype", "ema_decay", "ema_warmup", "importance_sampling", "label_dropout", "loss",
+                     "name", "network", "num_classes", "schedule", "seed", "trainable", "variance", "vlb_weight"]
+
+
+def test_options_are_enums_inside_and_strings_in_the_saved_config():
+    model = make_model("vlb", T=8, importance_sampling=True, variance="fixed_large")
+    assert isinstance(model, NoisedTrainer)
+    assert (model.loss_kind, model.variance, model.decoder) == (Loss.VLB, Variance.FIXED_LARGE, Decoder.GAUSSIAN)
+    assert all(type(v) is not str for v in (model.loss_kind, model.variance, model.decoder))  # members, not strings
+    saved = json.loads(json.dumps(model.get_config()))  # as model.keras stores it
+    assert sorted(saved) == SAVED_CONFIG_KEYS
+    assert (saved["loss"], saved["variance"], saved["decoder"]) == ("vlb", "fixed_large", "gaussian")
+    back = DiffusionModel.from_config(saved)
+    assert (back.loss_kind, back.variance, back.decoder) == (Loss.VLB, Variance.FIXED_LARGE, Decoder.GAUSSIAN)
+    assert json.dumps(back.get_config(), sort_keys=True) == json.dumps(saved, sort_keys=True)
+    members = DiffusionModel(tiny_mlp(), schedules.get("linear", 100), (2,), loss=Loss.VLB, decoder=Decoder.GAUSSIAN)
+    assert members.get_config()["loss"] == "vlb"
+    with pytest.raises(ValueError, match="unknown method 'euler'"):
+        model.sampler(method="euler")
+    assert model.sampler(method=Method.DDPM).config.method is Method.DDPM
+
+
+SHIPPED = sorted(f[:-5] for f in os.listdir(run_config.CONFIG_DIR) if f.endswith(".json"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_run_config_json_round_trip_keeps_the_strings(name):
+    """A run's config.json is compared on resume: the typed fields must dump exactly as the strings of the file."""
+    with open(run_config.config_path(name)) as f:
+        raw = json.load(f)
+    cfg = run_config.load(name)
+    assert isinstance(cfg.diffusion.loss, Loss) and isinstance(cfg.diffusion.variance, Variance)
+    assert isinstance(cfg.diffusion.decoder, Decoder) and isinstance(cfg.sampling.method, Method)
+    assert isinstance(cfg.train.strategy, Strategy) and type(cfg.train.precision) is str
+    text = json.dumps(cfg.to_dict())
+    dumped = json.loads(text)
+    for section in ("diffusion", "train", "sampling"):
+        for key, value in raw.get(section, {}).items():
+            assert dumped[section][key] == value and type(dumped[section][key]) is type(value), f"{section}.{key}"
+    again = run_config.from_dict(dumped)
+    assert again == cfg and json.dumps(again.to_dict()) == text
+
+
+def test_run_config_defaults_dump_as_before():
+    dumped = json.loads(json.dumps(run_config.RunConfig().to_dict()))
+    assert dumped["diffusion"] == {"schedule": "linear", "num_timesteps": 1000, "zero_terminal_snr": False, "loss": "simple",
+                                   "vlb_weight": 0.001, "variance": "fixed_small", "importance_sampling": False,
+                                   "decoder": "discretized"}
+    assert dumped["sampling"] == {"method": "ddim", "num_steps": 50, "spacing": "uniform", "eta": 0.0, "clip_x0": None}
+    assert (dumped["train"]["precision"], dumped["train"]["strategy"]) == ("float32", "default")
+    assert str(run_config.SamplingConfig(spacing="ddim25").spacing_spec) == "DdimStride(num_steps=25)"
+
+
+@pytest.mark.parametrize("override", ["diffusion.loss=l1", "diffusion.variance=big", "diffusion.decoder=x",
+                                      "sampling.method=euler", "sampling.spacing=sideways", "train.strategy=tpu",
+                                      "train.precision=float8"])
+def test_bad_run_config_options_name_the_key(override):
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=f"{key}.*{value}"):
+        run_config.load("mixture2d", [override])

@@ -33,7 +33,26 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["GroupNorm", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "group_count"]
+__all__ = [
+    "GroupNorm",
+    "ResBlock",
+    "AttentionBlock",
+    "Downsample",
+    "Upsample",
+    "group_count",
+    "group_norm",
+    "downsample_2x",
+    "upsample_2x",
+    "as_ints",
+]
+
+
+def as_ints(name, values):
+    """``values`` as a tuple of ints (a network's ``channel_mult``, ``attention_resolutions``), or a ``ValueError`` naming it."""
+    try:
+        return tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of integers, got {values!r}") from None
 
 
 def group_count(channels, num_groups):
@@ -48,12 +67,12 @@ def group_count(channels, num_groups):
     return 1
 
 
-def _downsample(h):
+def downsample_2x(h):
     """2x2 average pooling: the resampling inside an ADM up/down residual block."""
     return ops.average_pool(h, pool_size=2, strides=2, padding="valid")
 
 
-def _upsample(h):
+def upsample_2x(h):
     """Nearest-neighbour 2x upsampling (DDPM's and ADM's ``F.interpolate(mode='nearest')``)."""
     shape = ops.shape(h)
     height, width, channels = shape[1], shape[2], shape[3]
@@ -164,7 +183,8 @@ class GroupNorm(keras.layers.Layer):
         return config
 
 
-def _group_norm(channels, num_groups, name):
+def group_norm(channels, num_groups, name):
+    """ADM's ``normalization(channels)``: a :class:`GroupNorm` with ε = 1e-5 and at most ``num_groups`` groups."""
     return GroupNorm(group_count(channels, num_groups), epsilon=1e-5, name=name)
 
 
@@ -205,11 +225,11 @@ class ResBlock(keras.layers.Layer):
         self.num_groups = int(num_groups)
         self.resample = resample
 
-        self.norm1 = _group_norm(self.in_channels, self.num_groups, "norm1")
+        self.norm1 = group_norm(self.in_channels, self.num_groups, "norm1")
         self.conv1 = keras.layers.Conv2D(self.out_channels, 3, padding="same", name="conv1")
         width = 2 * self.out_channels if self.use_scale_shift_norm else self.out_channels
         self.emb_proj = keras.layers.Dense(width, name="emb_proj")
-        self.norm2 = _group_norm(self.out_channels, self.num_groups, "norm2")
+        self.norm2 = group_norm(self.out_channels, self.num_groups, "norm2")
         self.drop = keras.layers.Dropout(self.dropout, name="dropout")
         self.conv2 = keras.layers.Conv2D(self.out_channels, 3, padding="same", kernel_initializer="zeros",
                                          name="conv2")
@@ -232,9 +252,9 @@ class ResBlock(keras.layers.Layer):
     def call(self, x, emb, training=None):
         h = ops.silu(self.norm1(x))
         if self.resample == "down":
-            h, x = _downsample(h), _downsample(x)
+            h, x = downsample_2x(h), downsample_2x(x)
         elif self.resample == "up":
-            h, x = _upsample(h), _upsample(x)
+            h, x = upsample_2x(h), upsample_2x(x)
         h = self.conv1(h)
         e = self.emb_proj(ops.silu(emb))[:, None, None, :]
         if self.use_scale_shift_norm:
@@ -292,7 +312,7 @@ class AttentionBlock(keras.layers.Layer):
         self.num_groups = int(num_groups)
         if self.num_heads < 1 or self.channels % self.num_heads:
             raise ValueError(f"num_heads ({num_heads}) must be >= 1 and divide channels ({channels})")
-        self.norm = _group_norm(self.channels, self.num_groups, "norm")
+        self.norm = group_norm(self.channels, self.num_groups, "norm")
         self.qkv = keras.layers.Dense(3 * self.channels, name="qkv")
         self.proj = keras.layers.Dense(self.channels, kernel_initializer="zeros", name="proj")
 
@@ -361,7 +381,7 @@ class Upsample(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return self.conv(_upsample(x))
+        return self.conv(upsample_2x(x))
 
     def get_config(self):
         config = super().get_config()

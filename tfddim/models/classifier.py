@@ -17,9 +17,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfddim.models.blocks import AttentionBlock, Downsample, ResBlock, _group_norm
+from tfddim.models.blocks import AttentionBlock, Downsample, ResBlock, as_ints, group_norm
 from tfddim.models.embedding import timestep_embedding, unpack_inputs
-from tfddim.models.unet import _as_ints
 
 __all__ = ["NoisyClassifier", "AttentionPool2d"]
 
@@ -85,9 +84,9 @@ class NoisyClassifier(keras.Model):
         super().__init__(**kwargs)
         self.image_size, self.in_channels = int(image_size), int(in_channels)
         self.num_classes, self.base_channels = int(num_classes), int(base_channels)
-        self.channel_mult = _as_ints("channel_mult", channel_mult)
+        self.channel_mult = as_ints("channel_mult", channel_mult)
         self.num_res_blocks = int(num_res_blocks)
-        self.attention_resolutions = _as_ints("attention_resolutions", attention_resolutions)
+        self.attention_resolutions = as_ints("attention_resolutions", attention_resolutions)
         self.num_heads, self.dropout = int(num_heads), float(dropout)
         self.resblock_updown, self.use_scale_shift_norm = bool(resblock_updown), bool(use_scale_shift_norm)
         self.num_groups = int(num_groups)
@@ -117,7 +116,7 @@ class NoisyClassifier(keras.Model):
         self.trunk += [ResBlock(ch, ch, name="middle_res0", **res),
                        AttentionBlock(ch, self.num_heads, self.num_groups, name="middle_attn"),
                        ResBlock(ch, ch, name="middle_res1", **res)]
-        self.out_norm = _group_norm(ch, self.num_groups, "out_norm")
+        self.out_norm = group_norm(ch, self.num_groups, "out_norm")
         self.pool = AttentionPool2d(resolution, ch, self.num_heads, self.num_classes, dtype="float32", name="pool")
         self._channels = ch
 

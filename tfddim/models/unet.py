@@ -24,17 +24,11 @@ import keras
 from keras import ops
 
 # The blocks live in tfddim.models.blocks; the public ones are re-exported here, where they used to be defined.
-from tfddim.models.blocks import AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, _group_norm, group_count
+from tfddim.models.blocks import (AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, as_ints, group_count,
+                                  group_norm)
 from tfddim.models.embedding import timestep_embedding, unpack_inputs
 
 __all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "GroupNorm", "group_count"]
-
-
-def _as_ints(name, values):
-    try:
-        return tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of integers, got {values!r}") from None
 
 
 @keras.saving.register_keras_serializable(package="tfddim")
@@ -101,9 +95,9 @@ class UNet(keras.Model):
         self.image_size = int(image_size)
         self.in_channels = int(in_channels)
         self.base_channels = int(base_channels)
-        self.channel_mult = _as_ints("channel_mult", channel_mult)
+        self.channel_mult = as_ints("channel_mult", channel_mult)
         self.num_res_blocks = int(num_res_blocks)
-        self.attention_resolutions = _as_ints("attention_resolutions", attention_resolutions)
+        self.attention_resolutions = as_ints("attention_resolutions", attention_resolutions)
         self.num_heads = None if num_heads is None else int(num_heads)
         self.num_head_channels = None if num_head_channels is None else int(num_head_channels)
         self.dropout = float(dropout)
@@ -171,7 +165,7 @@ class UNet(keras.Model):
                 self._concat_skip.append(False)
                 resolution *= 2
 
-        self.out_norm = _group_norm(ch, self.num_groups, "out_norm")
+        self.out_norm = group_norm(ch, self.num_groups, "out_norm")
         out_channels = 2 * self.in_channels if self.learned_variance else self.in_channels
         # float32 output layer: the loss sees float32 under a mixed precision policy.
         self.out_conv = keras.layers.Conv2D(out_channels, 3, padding="same", kernel_initializer="zeros",

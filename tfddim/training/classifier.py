@@ -2,11 +2,14 @@
 
 The classifier sees q_sample-noised images at uniformly drawn t (x_t = √ᾱ_t·x₀ +
 √(1−ᾱ_t)·ε, DDPM eq. 4) and is trained with cross-entropy on the clean label.
-It reuses :class:`tfddim.training.DiffusionModel`'s machinery unchanged: the
+Everything but that loss is :class:`~tfddim.training.base.NoisedTrainer`'s: the
 stateless (seed, step) draws of t and ε for the global batch sliced per
 replica, the EMA copy (``ema_network``, the one exported and used for
-guidance), the multi-worker build. Metrics: ``loss``, ``accuracy`` and the
-accuracy by quarter of t (``acc_q0`` least noisy … ``acc_q3`` noisiest).
+guidance), and the distribution workarounds (the per-replica loss divided by
+the number of replicas; under ``MultiWorkerMirroredStrategy`` ``[1]``-shaped
+metrics and the optimizer built up front instead of Keras' symbolic build,
+keras-team/keras#20585). Metrics: ``loss``, ``accuracy`` and the accuracy by
+quarter of t (``acc_q0`` least noisy … ``acc_q3`` noisiest).
 """
 
 from __future__ import annotations
@@ -14,31 +17,39 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfddim.training.diffusion import DiffusionModel
+from tfddim.diffusion import steps
+from tfddim.training.base import NoisedTrainer, as_network
 
 __all__ = ["NoisyClassifierModel", "accuracy_by_t"]
 
 
-class NoisyClassifierModel(DiffusionModel):
-    """Trains a :class:`tfddim.models.NoisyClassifier` on noised images.
+@keras.saving.register_keras_serializable(package="tfddim")
+class NoisyClassifierModel(NoisedTrainer):
+    """Trains a :class:`tfddim.models.NoisyClassifier` on noised images with cross-entropy.
 
     Args:
-        network: the classifier (``network((x_t, t))`` → logits).
+        network: the classifier (``network((x_t, t))`` → logits), or its serialized config.
         schedule: the diffusion schedule the guided sampler uses.
         data_shape: shape of one image.
-        ema_decay, ema_warmup, seed: as :class:`DiffusionModel`.
+        ema_decay: the EMA decay (guided-diffusion's classifier: 0.999).
+        ema_warmup: use min(decay, (1+n)/(10+n)) at update n.
+        seed: base seed of the stateless noise.
+
+    Call arguments:
+        inputs: ``(x_t, t)``, passed to the *training* classifier.
+
+    References:
+        Dhariwal & Nichol 2021 (ADM), §4: classifier guidance with a noise-aware classifier.
     """
 
     def __init__(self, network, schedule, data_shape, ema_decay=0.999, ema_warmup=True, seed=0, **kwargs):
-        if isinstance(network, dict):
-            network = keras.saving.deserialize_keras_object(network)
+        network = as_network(network)
         if not hasattr(network, "log_prob_fn"):
             raise ValueError(f"NoisyClassifierModel trains a NoisyClassifier, got {type(network).__name__}")
-        self.num_labels = int(network.num_classes)
-        super().__init__(network, schedule, data_shape, loss="simple", ema_decay=ema_decay, ema_warmup=ema_warmup,
-                         seed=seed, **kwargs)
+        super().__init__(network, schedule, data_shape, ema_decay=ema_decay, ema_warmup=ema_warmup, seed=seed, **kwargs)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
-        self.quartile_trackers = [keras.metrics.Mean(name=f"acc_q{q}") for q in range(4)]
+        self.quartile_trackers = self._make_quartile_trackers("acc")
 
     @property
     def metrics(self):
@@ -50,31 +61,29 @@ class NoisyClassifierModel(DiffusionModel):
         return tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
 
     def compute_losses(self, network, x0, x_t, t, eps, y, weights, training):
-        """Per-example (cross-entropy, correct) of p_φ(y | x_t, t)."""
+        """Per-example (cross-entropy −log p_φ(y | x_t, t), correct) for one batch; labels are targets, never dropped."""
         logits = tf.cast(network((x_t, t), training=training), tf.float32)
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y), tf.float32)
-        return loss, correct, correct
+        return loss, correct
 
-    def _update_metrics(self, loss, correct, _, t):
+    def update_metrics(self, t, values):
+        loss, correct = values
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(correct)
         self._track_quartiles(correct, t)
         return self._logs()
 
-    def noisy_batch(self, x0, y, seeds):
-        # labels are targets here, never dropped
-        x_t, t, eps, _, weights = super().noisy_batch(x0, None, seeds)
-        return x_t, t, eps, y, weights
+    def load_own_variables(self, store):
+        """Load the model's own variables (it has none), accepting pre-``NoisedTrainer`` checkpoints.
 
-    def get_config(self):
-        return {"network": keras.saving.serialize_keras_object(self.network), "schedule": self.schedule.to_config(),
-                "data_shape": list(self.data_shape), "ema_decay": self.ema_decay, "ema_warmup": self.ema_warmup,
-                "seed": self.seed}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        Checkpoints and ``BackupAndRestore`` state written while this class derived
+        from :class:`~tfddim.training.DiffusionModel` carry that model's two
+        importance-sampling variables (``loss_history``, ``loss_counts``), which a
+        classifier never used: they are skipped, so such a run still resumes.
+        """
+        if len(store.keys()) != 2:
+            super().load_own_variables(store)
 
 
 def accuracy_by_t(network, schedule, x0, labels, timesteps=None, seed=0, batch_size=500) -> dict:
@@ -85,8 +94,6 @@ def accuracy_by_t(network, schedule, x0, labels, timesteps=None, seed=0, batch_s
     if timesteps is None:
         T = schedule.num_timesteps
         timesteps = sorted({0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1})
-    from tfddim.diffusion import steps
-
     ab_all = tf.constant(schedule.alphas_cumprod)
     x0 = tf.convert_to_tensor(x0, tf.float32)
     labels = tf.convert_to_tensor(labels, tf.int32)
