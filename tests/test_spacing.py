@@ -139,3 +139,23 @@ def test_too_many_or_too_few_steps_raise(T, data):
     for name in ("uniform", "quad", "linspace", "trailing"):
         with pytest.raises(ValueError, match="num_steps"):
             spaced(T, S, name)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "linspace", "trailing"])
+@pytest.mark.parametrize("T", [2, 7, 50, 1000, 4000])
+def test_graph_version_equals_the_numpy_version(T, spacing):
+    """The exports compute their timesteps from a tensor S (graph_timesteps); every S gives spaced_timesteps."""
+    import tensorflow as tf
+
+    from tfddim.diffusion.spacing import graph_timesteps
+
+    fn = tf.function(lambda s: graph_timesteps(T, s, spacing), input_signature=[tf.TensorSpec([], tf.int32)])
+    for S in sorted({s for s in (1, 2, 3, T // 3, T // 2, T - 1, T) if 1 <= s <= T} | set(range(1, min(T, 60) + 1))):
+        np.testing.assert_array_equal(fn(tf.constant(S)).numpy(), spaced(T, S, spacing), err_msg=f"S={S}")
+
+
+def test_graph_version_refuses_a_spacing_it_cannot_compute():
+    from tfddim.diffusion.spacing import graph_timesteps
+
+    with pytest.raises(ValueError, match="cannot be computed in a graph"):
+        graph_timesteps(100, 10, "quad")
