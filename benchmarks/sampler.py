@@ -27,13 +27,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
 import numpy as np
 
 from benchmarks import common
+from tfddim.export import layout  # file names of an export (no TensorFlow)
 
 DIGITS = os.path.join(os.path.dirname(common.HERE), "saved_models", "digits", "1")
 BATCHES = (1, 16, 128)
@@ -68,8 +68,9 @@ def export_cifar_shaped(base_dir: str) -> tuple:
                                      options=export.ExportOptions(clip_x0=(-1.0, 1.0)), warmup=False)
     model = onnx_export.convert_signature(path, "sample_with_noise")
     onnx_loops.hoist_loop_invariants(model)
-    os.makedirs(os.path.join(path, "onnx"))
-    onnx.save(model, os.path.join(path, "onnx", "sample_with_noise.onnx"))
+    files = layout.ExportLayout(path)
+    os.makedirs(files.onnx_dir)
+    onnx.save(model, files.onnx_graph("sample_with_noise"))
     return path, int(net.count_params())
 
 
@@ -100,11 +101,10 @@ def overhead(path: str, label: str, work_dir: str) -> list:
         """n forward passes, each fed the previous ε̂ (bounded), in one graph call."""
         return tf.while_loop(lambda i, x: i < n, lambda i, x: (i + 1, predict(x_t=x, t=t)["eps"]), [0, x])[1]
 
-    sample_onnx = ort.InferenceSession(os.path.join(path, "onnx", "sample_with_noise.onnx"),
+    sample_onnx = ort.InferenceSession(layout.ExportLayout(path).onnx_graph("sample_with_noise"),
                                        providers=["CPUExecutionProvider"])
     forward_onnx = onnx_forward(path, work_dir)
-    with open(os.path.join(path, "assets.extra", "export.json")) as f:
-        shape = tuple(json.load(f)["data_shape"])
+    shape = layout.read_manifest(path).data_shape
     rows = []
     for batch in BATCHES:
         x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32)
@@ -149,7 +149,7 @@ def hoisting(path: str, work_dir: str, batch: int = 16) -> dict:
     onnx.save(raw, file)
     hoisted = onnx_loops.hoist_loop_invariants(raw)
     sessions = {"tf2onnx as is": ort.InferenceSession(file, providers=["CPUExecutionProvider"]),
-                "hoisted (exported)": ort.InferenceSession(os.path.join(path, "onnx", "sample_with_noise.onnx"),
+                "hoisted (exported)": ort.InferenceSession(layout.ExportLayout(path).onnx_graph("sample_with_noise"),
                                                            providers=["CPUExecutionProvider"])}
     x = np.random.default_rng(1).standard_normal((batch, 8, 8, 1)).astype(np.float32)
     empty = np.zeros((0, batch, 8, 8, 1), np.float32)
@@ -195,7 +195,7 @@ def runtimes(batch: int = 16, num_steps: int = 20) -> dict:
                            sampling.SamplerConfig(clip_x0=(-1.0, 1.0), jit_compile=True))
     loaded = tf.saved_model.load(DIGITS)
     serving = loaded.signatures["serving_default"]
-    session = ort.InferenceSession(os.path.join(DIGITS, "onnx", "sample_with_noise.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(layout.ExportLayout(DIGITS).onnx_graph("sample_with_noise"), providers=["CPUExecutionProvider"])
     empty = np.zeros((0, batch, 8, 8, 1), np.float32)
     calls = {
         "Keras eager Python loop": eager_loop,

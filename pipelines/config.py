@@ -16,6 +16,11 @@ import typing
 from typing import Any, Optional
 
 from tfddim.data import DataConfig
+from tfddim.diffusion.kinds import Decoder, Variance, parse_kind
+from tfddim.diffusion.spacing import parse_spacing
+from tfddim.sampling.options import Method
+from tfddim.training.base import Precision, Strategy
+from tfddim.training.diffusion import Loss
 
 __all__ = [
     "ModelConfig",
@@ -45,16 +50,25 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig:
-    """The schedule and the objective (see :class:`tfddim.training.DiffusionModel`)."""
+    """The schedule and the objective (see :class:`tfddim.training.DiffusionModel`).
+
+    ``loss``, ``variance`` and ``decoder`` are parsed once, here, into :class:`~tfddim.training.Loss`,
+    :class:`~tfddim.diffusion.kinds.Variance` and :class:`~tfddim.diffusion.kinds.Decoder`; they are
+    str enums, so ``to_dict()`` and a run's ``config.json`` hold the same strings as the file.
+    """
 
     schedule: str = "linear"
     num_timesteps: int = 1000
     zero_terminal_snr: bool = False
-    loss: str = "simple"
+    loss: Loss = Loss.SIMPLE
     vlb_weight: float = 0.001
-    variance: str = "fixed_small"
+    variance: Variance = Variance.FIXED_SMALL
     importance_sampling: bool = False
-    decoder: str = "discretized"
+    decoder: Decoder = Decoder.DISCRETIZED
+
+    def __post_init__(self):
+        for name, kind in (("loss", Loss), ("variance", Variance), ("decoder", Decoder)):
+            object.__setattr__(self, name, parse_kind(kind, getattr(self, name), f"diffusion.{name}"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +77,10 @@ class TrainConfig:
 
     ``batch_size`` lives in ``data`` and is the global batch; ``learning_rate``
     applies to the mean loss over that global batch, whatever the number of
-    replicas.
+    replicas. ``strategy`` is parsed into :class:`~tfddim.training.Strategy`;
+    ``precision`` is checked against :class:`~tfddim.training.Precision` and kept
+    as its string, the name of a Keras dtype policy (Keras reads an enum member's
+    ``.name``, ``"FLOAT32"``, as the dtype, so ``set_global_policy`` needs the string).
     """
 
     epochs: int = 10
@@ -74,10 +91,10 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True
     label_dropout: float = 0.0
-    precision: str = "float32"
+    precision: str = Precision.FLOAT32.value
     jit_compile: bool = False
     seed: int = 0
-    strategy: str = "default"
+    strategy: Strategy = Strategy.DEFAULT
     sample_every: int = 0
     num_sample_images: int = 16
     verbose: int = 1
@@ -87,23 +104,38 @@ class TrainConfig:
             raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-        if self.precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(f"train.precision must be float32, mixed_float16 or mixed_bfloat16, got {self.precision!r}")
-        if self.strategy not in ("default", "mirrored", "multi_worker"):
-            raise ValueError(f"train.strategy must be default, mirrored or multi_worker, got {self.strategy!r}")
+        object.__setattr__(self, "precision", parse_kind(Precision, self.precision, "train.precision").value)
+        object.__setattr__(self, "strategy", parse_kind(Strategy, self.strategy, "train.strategy"))
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError(f"train.grad_clip_norm must be > 0 or null, got {self.grad_clip_norm}")
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """How samples are drawn from the trained model (sample grids now; export bakes these in later)."""
+    """How samples are drawn from the trained model (sample grids now; export bakes these in later).
 
-    method: str = "ddim"
+    ``method`` is parsed into :class:`~tfddim.sampling.Method`. ``spacing`` is checked with
+    :func:`~tfddim.diffusion.spacing.parse_spacing` and kept as written, so ``to_dict()`` and a
+    run's ``config.json`` are unchanged; :attr:`spacing_spec` is its typed value.
+    """
+
+    method: Method = Method.DDIM
     num_steps: int = 50
     spacing: str = "uniform"
     eta: float = 0.0
     clip_x0: Optional[list] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", parse_kind(Method, self.method, "sampling.method"))
+        try:
+            parse_spacing(self.spacing)
+        except ValueError as e:
+            raise ValueError(f"sampling.spacing: {e}") from None
+
+    @property
+    def spacing_spec(self):
+        """``spacing`` as a typed value: a :class:`~tfddim.diffusion.spacing.Spacing`, ``Sections`` or ``DdimStride``."""
+        return parse_spacing(self.spacing)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ by data source. Reference statistics are cached in ``<runs>/reference/``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -29,18 +30,69 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfddim.evaluation.study import DEFAULT_ETAS, DEFAULT_STEPS
+from tfddim.sampling.options import parse_eta
 
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
                                   "digits_classifier")
 METRICS = ("fid", "kid", "precision", "recall", "is")
+FEATURES = ("auto", "digits", "inception", "raw")
 
 
-def read_run_file(run_dir: str, name: str) -> dict:
-    path = os.path.join(run_dir, name)
-    if not os.path.exists(path):
-        raise ValueError(f"{run_dir} is not a finished training run: {name} is missing")
-    with open(path) as f:
-        return json.load(f)
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """The options of ``tfddim evaluate RUN_DIR`` (the study, figures and NLL of a finished run).
+
+    Attributes:
+        run_dir: a finished training run folder, e.g. ``runs/digits``.
+        num_samples: samples per cell (None: the size of a reference half, at most 10000); >= 2.
+        steps: the step counts S of the grid (each in [1, T], checked against the run's schedule).
+        etas: DDIM etas, numbers in [0, 1] or ``"sigma_hat"``.
+        features: the feature network: ``auto``, ``digits``, ``inception`` or ``raw``.
+        inception_weights: the InceptionV3 no-top weights file for ``features="inception"``.
+        classifier: the digits classifier folder for ``features="digits"``.
+        batch_size: samples per graph call; >= 1.
+        seed: x_T, the reference halves and the sampling noise.
+        nll_images: test images of the NLL bound (0: skip); >= 0.
+        figures: draw the consistency, interpolation, reconstruction and trajectory figures.
+        out: the output folder (None: ``run_dir``).
+    """
+
+    run_dir: str
+    num_samples: Optional[int] = None
+    steps: tuple = DEFAULT_STEPS
+    etas: tuple = DEFAULT_ETAS
+    features: str = "auto"
+    inception_weights: Optional[str] = None
+    classifier: str = DEFAULT_CLASSIFIER
+    batch_size: int = 500
+    seed: int = 0
+    nll_images: int = 300
+    figures: bool = True
+    out: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.num_samples is not None and self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if not self.steps:
+            raise ValueError("steps: give at least one step count")
+        if not self.etas:
+            raise ValueError("etas: give at least one eta")
+        try:  # numbers in [0, 1] or σ̂, parsed once into floats and sampling.SIGMA_HAT
+            object.__setattr__(self, "etas", tuple(parse_eta(e) for e in self.etas))
+        except ValueError as e:
+            raise ValueError(f"etas: {e}") from None
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be auto, digits, inception or raw, got {self.features!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.nll_images < 0:
+            raise ValueError(f"nll_images must be >= 0, got {self.nll_images}")
+
+    @property
+    def out_dir(self) -> str:
+        """Where the report goes: ``out``, or the run folder."""
+        return self.out or self.run_dir
 
 
 def real_data(data_section: dict, split: str) -> tuple:
@@ -116,122 +168,165 @@ def _table(rows: list, steps: Sequence[int], metric: str, floor: dict, fmt: str 
     return "\n".join(lines)
 
 
-def run(run_dir: str, num_samples: Optional[int] = None, steps: Sequence[int] = DEFAULT_STEPS,
-        etas: Sequence = DEFAULT_ETAS, features: str = "auto", inception_weights: Optional[str] = None,
-        classifier: str = DEFAULT_CLASSIFIER, batch_size: int = 500, seed: int = 0, nll_images: int = 300,
-        figures: bool = True, out: Optional[str] = None) -> dict:
-    """Run the evaluation and write the report; returns ``{"rows", "floor", "nll", "report"}``."""
-    import keras
-    import tfddim.models  # noqa: F401  (registers the networks for load_model)
-    from tfddim.evaluation import features as feature_nets
-    from tfddim.evaluation import nll as nll_lib
-    from tfddim.evaluation import study
-    from tfddim.diffusion.schedules import Schedule
+def run(cfg: EvaluateConfig) -> dict:
+    """Run the evaluation of ``cfg.run_dir`` and write the report.
 
-    if batch_size < 1 or (num_samples is not None and num_samples < 2) or nll_images < 0:
-        raise ValueError("--batch-size must be >= 1, --num-samples >= 2 and --nll-images >= 0")
-    config, metadata = read_run_file(run_dir, "config.json"), read_run_file(run_dir, "metadata.json")
-    schedule = Schedule.from_config(read_run_file(run_dir, "schedule.json"))
-    network = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    Returns ``{"rows", "floor", "nll", "report", "reconstruction"}``.
+    """
+    from tfddim.runs import RunDir
+
+    run_dir = RunDir(cfg.run_dir)
+    config, metadata, schedule = run_dir.read_config(), run_dir.read_metadata(), run_dir.read_schedule()
+    network = run_dir.load_network()
     learned = bool(getattr(network, "learned_variance", False))
     if getattr(network, "num_classes", None) is not None:
         raise ValueError("this run is class-conditional; the study samples unconditional models "
                          "(guided sampling has its own sweep)")
-    cells = study.grid_cells(steps, etas, learned, schedule.num_timesteps)
-    out = out or run_dir
+    from tfddim import sampling
+    from tfddim.evaluation import study
+
+    cells = study.grid_cells(cfg.steps, cfg.etas, learned, schedule.num_timesteps)
+    out = cfg.out_dir
     os.makedirs(out, exist_ok=True)
     model_fn = lambda x, t: network((x, t), training=False)  # noqa: E731
     clip = config.get("sampling", {}).get("clip_x0")
     options = {"learned_variance": learned, "clip_x0": None if clip is None else tuple(clip)}
 
-    # ---------------------------------------------------------------- reference
     data_section = config["data"]
     real, _ = real_data(data_section, "train")
-    perm = np.random.default_rng(seed).permutation(len(real))
+    ref = _reference(cfg, real, data_section, len(cells))
+    x_T = np.random.default_rng(cfg.seed).standard_normal((ref["n"], *real.shape[1:])).astype(np.float32)
+    samplers = sampling.SamplerCache()  # every cell and figure reuses its compiled loop (S and η are tensors)
+    rows = _grid(cfg, cells, model_fn, schedule, x_T, options, ref, samplers)
+    floor = {k: float(v) for k, v in ref["reference"].floor.items()}
+    tables, files = _write_study(cfg, out, rows, floor)
+    if cfg.figures and real.ndim == 4:
+        fig_steps, recon_errors, figure_files = _figures(cfg, out, model_fn, schedule, x_T, options, real, data_section,
+                                                               samplers)
+        files.update(figure_files)
+    else:
+        fig_steps, recon_errors = [], []
+    nll = _nll(cfg, model_fn, schedule, learned, real.ndim, data_section)
+
+    report = _report(cfg.run_dir, metadata, ref["kind"], ref["net"], ref["half"], ref["n"], cfg.seed, tables, files,
+                     fig_steps, recon_errors, nll, rows, min(50, schedule.num_timesteps))
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write(report)
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump({"rows": rows, "floor": floor, "nll": nll, "reconstruction": dict(zip(map(str, fig_steps), recon_errors)),
+                   "features": ref["kind"], "feature_identity": ref["net"].identity, "reference_half": ref["half"],
+                   "num_samples": ref["n"], "seed": cfg.seed, "written": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
+    print(f"tfddim evaluate: report at {path}")
+    return {"rows": rows, "floor": floor, "nll": nll, "report": path, "reconstruction": recon_errors}
+
+
+def _reference(cfg: EvaluateConfig, real: np.ndarray, data_section: dict, num_cells: int) -> dict:
+    """The real training data shuffled with ``seed`` and cut into halves A (reference) and B (noise floor).
+
+    Returns ``{"reference", "net", "kind", "half", "n", "kid_subset"}``; A's feature statistics are
+    cached in ``<runs>/reference/``.
+    """
+    from tfddim.evaluation import features as feature_nets
+    from tfddim.evaluation import study
+
+    perm = np.random.default_rng(cfg.seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
-    n = num_samples or half
+    n = cfg.num_samples or half
     # the floor compares as many real images as each cell has samples (FID is biased by the count)
     half_a, half_b = real[perm[:half]], real[perm[half:half + min(n, half)]]
-    net, kind = _feature_net(features, data_section.get("source", ""), real.ndim - 1, classifier, inception_weights)
-    cache_dir = os.path.join(os.path.dirname(os.path.abspath(run_dir)), "reference")
+    net, kind = _feature_net(cfg.features, data_section.get("source", ""), real.ndim - 1, cfg.classifier,
+                             cfg.inception_weights)
+    cache_dir = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "reference")
     os.makedirs(cache_dir, exist_ok=True)
     cache = os.path.join(cache_dir, f"{data_section.get('source', 'data').replace(':', '_').replace('/', '_')}"
-                                    f"_train_half{half}_seed{seed}_{kind}.npz")
+                                    f"_train_half{half}_seed{cfg.seed}_{kind}.npz")
     stats = feature_nets.reference_statistics(net, half_a, cache)
     kid_subset = min(1000, n, half)
     print(f"tfddim evaluate: reference {half} + {min(n, half)} real images ({kind} features); {n} samples per cell, "
-          f"{len(cells)} cells", flush=True)
+          f"{num_cells} cells", flush=True)
     reference = study.Reference.build(net, half_a, half_b, stats=stats, kid_subset=kid_subset)
+    return {"reference": reference, "net": net, "kind": kind, "half": half, "n": n, "kid_subset": kid_subset}
 
-    # ---------------------------------------------------------------- the grid
-    x_T = np.random.default_rng(seed).standard_normal((n, *real.shape[1:])).astype(np.float32)
+
+def _grid(cfg: EvaluateConfig, cells: list, model_fn, schedule, x_T: np.ndarray, options: dict, ref: dict,
+          samplers) -> list:
+    """Sample and score every cell from the shared ``x_T``: one row per cell."""
+    import keras
+
+    from tfddim.evaluation import study
+
     rows = []
     for i, cell in enumerate(cells):
-        bar = keras.utils.Progbar(n, unit_name="sample")
+        bar = keras.utils.Progbar(len(x_T), unit_name="sample")
         print(f"[{i + 1}/{len(cells)}] {cell.row}, S={cell.steps}", flush=True)
-        samples, seconds = study.timed(study.sample_cell, model_fn, schedule, cell, x_T, options, batch_size, seed,
-                                       progress=bar.update)
-        scores = study.score(net, samples, reference, kid_subset=kid_subset)
+        samples, seconds = study.timed(study.sample_cell, model_fn, schedule, cell, x_T, options, cfg.batch_size,
+                                       cfg.seed, progress=bar.update, cache=samplers)
+        scores = study.score(ref["net"], samples, ref["reference"], kid_subset=ref["kid_subset"])
         rows.append({"sampler": cell.row, "steps": cell.steps, "nfe": cell.steps, "seconds": round(seconds, 1),
                      **{k: float(v) for k, v in scores.items()}})
-    floor = {k: float(v) for k, v in reference.floor.items()}
-    files = {}
+    return rows
+
+
+def _write_study(cfg: EvaluateConfig, out: str, rows: list, floor: dict) -> tuple:
+    """``study.csv``, ``study.md`` and ``study_fid.png``; returns (the markdown tables by metric, ``{"plot": file}``)."""
     with open(os.path.join(out, "study.csv"), "w", newline="") as f:
         keys = ["sampler", "steps", "nfe", "seconds", *[k for k in rows[0] if k not in ("sampler", "steps", "nfe", "seconds")]]
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerow({"sampler": "real B vs A (noise floor)", "steps": "", "nfe": 0, "seconds": 0, **floor})
         writer.writerows(rows)
-    tables = {m: _table(rows, steps, m, floor, "{:.4f}" if m == "kid" else "{:.3f}") for m in METRICS if m in floor}
+    tables = {m: _table(rows, cfg.steps, m, floor, "{:.4f}" if m == "kid" else "{:.3f}") for m in METRICS if m in floor}
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n\n".join(f"{m.upper()}\n\n{t}" for m, t in tables.items()) + "\n")
-    files["plot"] = _plot(os.path.join(out, "study_fid.png"), rows, steps, floor["fid"])
+    return tables, {"plot": _plot(os.path.join(out, "study_fid.png"), rows, cfg.steps, floor["fid"])}
 
-    # ---------------------------------------------------------------- figures
-    recon_errors = []
-    if figures and real.ndim == 4:
-        fig_steps = [s for s in steps if s <= 100] or list(steps)[:1]
-        k, interp_steps = 8, min(50, schedule.num_timesteps)
-        files["consistency"] = write_png(os.path.join(out, "consistency.png"),
-                                    study.consistency(model_fn, schedule, x_T[:k], fig_steps, options).reshape(-1, *real.shape[1:]), k)
-        rng = np.random.default_rng(seed + 1)
-        pairs = rng.standard_normal((2, 4, *real.shape[1:])).astype(np.float32)
-        files["interpolation"] = write_png(os.path.join(out, "interpolation.png"),
-                                      study.interpolation(model_fn, schedule, pairs[0], pairs[1], 9, interp_steps, options)
-                                      .reshape(-1, *real.shape[1:]), 9)
-        test_x, _ = real_data(data_section, "test")
-        recs, recon_errors = study.reconstruction(model_fn, schedule, test_x[:k], fig_steps, options)
-        files["reconstruction"] = write_png(os.path.join(out, "reconstruction.png"),
-                                       np.concatenate([test_x[:k][None], recs]).reshape(-1, *real.shape[1:]), k)
-        traj = study.trajectories(model_fn, schedule, x_T[:6], min(10, schedule.num_timesteps), options)  # [S, N, ...]
-        files["trajectories"] = write_png(os.path.join(out, "trajectories.png"),
-                                     np.swapaxes(traj, 0, 1).reshape(-1, *real.shape[1:]), traj.shape[0])
-    else:
-        fig_steps = []
 
-    # ---------------------------------------------------------------- NLL
+def _figures(cfg: EvaluateConfig, out: str, model_fn, schedule, x_T: np.ndarray, options: dict, real: np.ndarray,
+             data_section: dict, samplers) -> tuple:
+    """Consistency, interpolation, reconstruction and trajectories (DDIM §5); returns (S of the figures,
+    the reconstruction errors, ``{figure: file}``)."""
+    from tfddim.evaluation import study
+
+    shape = real.shape[1:]
+    fig_steps = [s for s in cfg.steps if s <= 100] or list(cfg.steps)[:1]
+    k, interp_steps = 8, min(50, schedule.num_timesteps)
+    files = {}
+    files["consistency"] = write_png(os.path.join(out, "consistency.png"),
+                                     study.consistency(model_fn, schedule, x_T[:k], fig_steps, options, samplers).reshape(-1, *shape), k)
+    rng = np.random.default_rng(cfg.seed + 1)
+    pairs = rng.standard_normal((2, 4, *shape)).astype(np.float32)
+    files["interpolation"] = write_png(os.path.join(out, "interpolation.png"),
+                                       study.interpolation(model_fn, schedule, pairs[0], pairs[1], 9, interp_steps, options,
+                                                           samplers)
+                                       .reshape(-1, *shape), 9)
+    test_x, _ = real_data(data_section, "test")
+    recs, recon_errors = study.reconstruction(model_fn, schedule, test_x[:k], fig_steps, options, samplers)
+    files["reconstruction"] = write_png(os.path.join(out, "reconstruction.png"),
+                                        np.concatenate([test_x[:k][None], recs]).reshape(-1, *shape), k)
+    traj = study.trajectories(model_fn, schedule, x_T[:6], min(10, schedule.num_timesteps), options,
+                              samplers)  # [S, N, ...]
+    files["trajectories"] = write_png(os.path.join(out, "trajectories.png"),
+                                      np.swapaxes(traj, 0, 1).reshape(-1, *shape), traj.shape[0])
+    return fig_steps, recon_errors, files
+
+
+def _nll(cfg: EvaluateConfig, model_fn, schedule, learned: bool, data_ndim: int, data_section: dict) -> dict:
+    """The NLL bound in bits/dim on ``nll_images`` test images, per reverse variance (``{}`` for 0 images)."""
+    from tfddim.evaluation import nll as nll_lib
+
     nll = {}
-    if nll_images > 0:
-        test_x, _ = real_data(data_section, "test")
-        test_x = test_x[:nll_images]
-        decoder = "discretized" if real.ndim == 4 else "gaussian"
-        for variance in (["learned_range"] if learned else ["fixed_small", "fixed_large"]):
-            print(f"NLL ({variance}) on {len(test_x)} test images, {schedule.num_timesteps} passes each", flush=True)
-            res = nll_lib.nll_bpd(model_fn, schedule, test_x, variance, learned_variance=learned, decoder=decoder,
-                                  batch_size=batch_size, seed=seed)
-            nll[variance] = {k: res[k] for k in ("bpd", "bpd_sem", "prior_bpd", "decoder_bpd")}
-
-    report = _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_steps, recon_errors, nll, rows,
-                     min(50, schedule.num_timesteps))
-    path = os.path.join(out, "report.md")
-    with open(path, "w") as f:
-        f.write(report)
-    with open(os.path.join(out, "evaluation.json"), "w") as f:
-        json.dump({"rows": rows, "floor": floor, "nll": nll, "reconstruction": dict(zip(map(str, fig_steps), recon_errors)),
-                   "features": kind, "feature_identity": net.identity, "reference_half": half, "num_samples": n,
-                   "seed": seed, "written": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
-    print(f"tfddim evaluate: report at {path}")
-    return {"rows": rows, "floor": floor, "nll": nll, "report": path, "reconstruction": recon_errors}
+    if cfg.nll_images == 0:
+        return nll
+    test_x, _ = real_data(data_section, "test")
+    test_x = test_x[:cfg.nll_images]
+    decoder = "discretized" if data_ndim == 4 else "gaussian"
+    for variance in (["learned_range"] if learned else ["fixed_small", "fixed_large"]):
+        print(f"NLL ({variance}) on {len(test_x)} test images, {schedule.num_timesteps} passes each", flush=True)
+        res = nll_lib.nll_bpd(model_fn, schedule, test_x, variance, learned_variance=learned, decoder=decoder,
+                              batch_size=cfg.batch_size, seed=cfg.seed)
+        nll[variance] = {k: res[k] for k in ("bpd", "bpd_sem", "prior_bpd", "decoder_bpd")}
+    return nll
 
 
 def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_steps, recon_errors, nll, rows,

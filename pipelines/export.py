@@ -9,28 +9,45 @@ in) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
+from typing import Optional
 
 
-def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models", overwrite: bool = False,
-        onnx: bool = False, classifier_run: str = None) -> str:
-    import keras
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The options of ``tfddim export RUN_DIR --name NAME``.
 
-    import tfddim.models  # noqa: F401  (registers the networks for load_model)
+    Attributes:
+        run_dir: a finished training run folder, e.g. ``runs/digits``.
+        name: the model name: the folder under ``base_dir``.
+        version: the integer version folder; >= 1.
+        base_dir: where models live.
+        overwrite: replace an existing version.
+        onnx: also write the ONNX graphs to ``VERSION/onnx/``, checked in ONNX Runtime.
+        classifier_run: a noise-aware classifier run to bundle (the loops then use classifier guidance).
+    """
+
+    run_dir: str
+    name: str
+    version: int = 1
+    base_dir: str = "saved_models"
+    overwrite: bool = False
+    onnx: bool = False
+    classifier_run: Optional[str] = None
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError(f"name must be a non-empty model name, got {self.name!r}")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"version must be an integer >= 1, got {self.version!r}")
+
+
+def _export_options(config: dict):
+    """The sampling choices of the run's ``sampling`` section that the graph bakes in."""
     from tfddim import export
-    from tfddim.diffusion.schedules import Schedule
 
-    def read(fname):
-        path = os.path.join(run_dir, fname)
-        if not os.path.exists(path):
-            raise ValueError(f"{run_dir} is not a finished training run: {fname} is missing")
-        with open(path) as f:
-            return json.load(f)
-
-    schedule = Schedule.from_config(read("schedule.json"))
-    config, metadata = read("config.json"), read("metadata.json")
     sampling_cfg = config.get("sampling", {})
     spacing = sampling_cfg.get("spacing", "uniform")
     if spacing not in ("uniform", "linspace", "trailing"):
@@ -38,28 +55,34 @@ def run(run_dir: str, name: str, version: int = 1, base_dir: str = "saved_models
         print(f"tfddim export: the run samples with spacing {spacing!r}, which a graph cannot compute from "
               "num_steps; the export uses 'uniform' (recorded in assets.extra/export.json)")
         spacing = "uniform"
-    options = export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"))
-    network = keras.models.load_model(os.path.join(run_dir, "model.keras"))
-    classifier = None
-    if classifier_run is not None:  # bundle a noise-aware classifier: the loops use classifier guidance
-        path = os.path.join(classifier_run, "model.keras")
-        if not os.path.exists(path):
-            raise ValueError(f"{classifier_run} is not a finished classifier run: model.keras is missing")
-        classifier = keras.models.load_model(path)
-        if not hasattr(classifier, "log_prob_fn"):
-            raise ValueError(f"{classifier_run} does not hold a NoisyClassifier")
-    path = export.export_saved_model(
-        network, schedule, metadata["data"]["image_shape"], os.path.join(base_dir, name), version,
-        options=options, metadata=dict(metadata, run_config=config), overwrite=overwrite, onnx=onnx, classifier=classifier,
-    )
-    with open(os.path.join(path, "assets.extra", "export.json")) as f:
-        signatures = json.load(f)["signatures"]
-    print(f"tfddim export: SavedModel at {path} (signatures: {', '.join(signatures)})")
-    if onnx:
-        from tfddim.export.onnx import ONNX_SIGNATURES
+    return export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"))
 
-        print(f"tfddim export: ONNX graphs at {os.path.join(path, 'onnx')} ({', '.join(s + '.onnx' for s in ONNX_SIGNATURES)}), "
-              "checked against the SavedModel in ONNX Runtime")
+
+def run(cfg: ExportConfig) -> str:
+    """Export ``cfg.run_dir`` to ``<base_dir>/<name>/<version>/``; returns that path."""
+    from tfddim import export
+    from tfddim.runs import RunDir
+
+    run_dir = RunDir(cfg.run_dir)
+    schedule = run_dir.read_schedule()
+    config, metadata = run_dir.read_config(), run_dir.read_metadata()
+    options = _export_options(config)
+    network = run_dir.load_network()
+    # bundle a noise-aware classifier: the loops use classifier guidance
+    classifier = None if cfg.classifier_run is None else RunDir(cfg.classifier_run).load_classifier()
+    onnx = cfg.onnx
+    path = export.export_saved_model(
+        network, schedule, metadata["data"]["image_shape"], os.path.join(cfg.base_dir, cfg.name), cfg.version,
+        options=options, metadata=dict(metadata, run_config=config), overwrite=cfg.overwrite, onnx=onnx,
+        classifier=classifier,
+    )
+    from tfddim.export import layout
+
+    print(f"tfddim export: SavedModel at {path} (signatures: {', '.join(layout.read_manifest(path).signatures)})")
+    if onnx:
+        graphs = layout.read_onnx_manifest(path).graphs
+        print(f"tfddim export: ONNX graphs at {layout.ExportLayout(path).onnx_dir} "
+              f"({', '.join(g.file for g in graphs.values())}), checked against the SavedModel in ONNX Runtime")
     return path
 
 

@@ -15,6 +15,7 @@ On the embedded digits, offline, in about a quarter of an hour on 2 CPU cores:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -25,35 +26,71 @@ REDUCED_STEPS = (10, 50, 100)
 REDUCED_ETAS = (0.0, 1.0, "sigma_hat")
 
 
-def run(runs_dir: str = "runs", name: str = "digits_demo", epochs: int = 25, num_samples: int = 300,
-        nll_images: int = 100, seed: int = 0, steps=REDUCED_STEPS, etas=REDUCED_ETAS, overrides=()) -> dict:
-    """Run the four stages; ``overrides`` are extra ``key=value`` config overrides (tests use a tiny network)."""
-    from tfddim.pipelines import config, evaluate, export, sample, train
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """The options of ``tfddim pipeline`` (``make demo``).
 
-    if epochs < 1 or num_samples < 2 or nll_images < 0:
-        raise ValueError("--epochs must be >= 1, --num-samples >= 2 and --nll-images >= 0")
+    Attributes:
+        runs_dir: the parent of the run folder.
+        name: the run name: the folder ``<runs_dir>/<name>``.
+        epochs: training epochs of the digits config; >= 1.
+        num_samples: samples per evaluated cell; >= 2.
+        nll_images: test images of the NLL bound (0: skip); >= 0.
+        seed: sampling and evaluation seed.
+        steps: the step counts S of the reduced grid.
+        etas: the etas of the reduced grid.
+        overrides: extra ``key=value`` overrides of the digits config (tests use a tiny network).
+    """
+
+    runs_dir: str = "runs"
+    name: str = "digits_demo"
+    epochs: int = 25
+    num_samples: int = 300
+    nll_images: int = 100
+    seed: int = 0
+    steps: tuple = REDUCED_STEPS
+    etas: tuple = REDUCED_ETAS
+    overrides: tuple = ()
+
+    def __post_init__(self):
+        for name in ("steps", "etas", "overrides"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if self.nll_images < 0:
+            raise ValueError(f"nll_images must be >= 0, got {self.nll_images}")
+
+
+def run(cfg: PipelineConfig = PipelineConfig()) -> dict:
+    """Run the four stages; returns the evaluation result with ``run_dir``, ``model`` and ``runtime_gap``."""
+    from tfddim.pipelines import config, evaluate, export, sample, train
+    from tfddim.runs import RunDir
+
     started = time.time()
     stage = lambda text: print(f"\n=== tfddim pipeline: {text} ({time.time() - started:.0f} s)", flush=True)  # noqa: E731
 
-    stage(f"1/4 train the digits config for {epochs} epochs")
-    cfg = config.load("digits", [f'name="{name}"', f"train.epochs={epochs}", "train.verbose=2", *overrides])
-    train.run(cfg, runs_dir=runs_dir)
-    run_dir = os.path.join(runs_dir, name)
+    stage(f"1/4 train the digits config for {cfg.epochs} epochs")
+    run_cfg = config.load("digits", [f'name="{cfg.name}"', f"train.epochs={cfg.epochs}", "train.verbose=2", *cfg.overrides])
+    train.run(run_cfg, runs_dir=cfg.runs_dir)
+    run_dir = RunDir.of(cfg.runs_dir, cfg.name).path
 
     stage("2/4 export SavedModel + ONNX")
-    model = export.run(run_dir, name, 1, base_dir=os.path.join(run_dir, "export"), overwrite=True, onnx=True)
+    model = export.run(export.ExportConfig(run_dir, cfg.name, 1, base_dir=os.path.join(run_dir, "export"),
+                                           overwrite=True, onnx=True))
 
     stage("3/4 sample 64 digits through TensorFlow and ONNX Runtime")
     grids = {}
     for backend in ("tf", "onnx"):
-        grids[backend] = sample.run(model, n=64, steps=50, seed=seed, out=os.path.join(run_dir, f"samples_{backend}.png"),
-                                    backend=backend)["x_0"]
+        grids[backend] = sample.run(sample.SampleConfig(model, n=64, steps=50, seed=cfg.seed, backend=backend,
+                                                        out=os.path.join(run_dir, f"samples_{backend}.png")))["x_0"]
     gap = float(np.max(np.abs(grids["tf"] - grids["onnx"])))
     print(f"max |TensorFlow - ONNX Runtime| over 64 samples x 50 steps: {gap:.2e}")
 
     stage("4/4 evaluate a reduced grid")
-    result = evaluate.run(run_dir, num_samples=num_samples, steps=steps, etas=etas, seed=seed,
-                          nll_images=nll_images)
+    result = evaluate.run(evaluate.EvaluateConfig(run_dir, num_samples=cfg.num_samples, steps=cfg.steps, etas=cfg.etas,
+                                                  seed=cfg.seed, nll_images=cfg.nll_images))
     with open(result["report"], "a") as f:
         f.write(f"\n## Runtimes\n\nThe export at `{model}` sampled 64 digits (DDIM, 50 steps, same x_T) through "
                 f"TensorFlow (`samples_tf.png`) and ONNX Runtime (`samples_onnx.png`); largest difference {gap:.2e}.\n")

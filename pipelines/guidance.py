@@ -17,50 +17,94 @@ recall against half A of the real data, with the noise floor (real half B).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 CLASSIFIER_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 FREE_SCALES = (0.0, 1.0, 2.0, 4.0)
+DEFAULT_NUM_SAMPLES = 300
 
 
-def _load(run_dir: str):
-    import keras
+@dataclasses.dataclass(frozen=True)
+class GuidanceConfig:
+    """The options of ``tfddim evaluate RUN_DIR --guidance-sweep``.
 
-    import tfddim.models  # noqa: F401  (registers the networks)
+    Attributes:
+        run_dir: a finished diffusion run (conditional for classifier-free guidance).
+        classifier_run: a finished noise-aware classifier run for classifier guidance (None: none).
+        classifier_scales: classifier guidance scales s (>= 0).
+        free_scales: classifier-free guidance scales w (>= 0).
+        num_samples: samples per row; >= 2.
+        steps: DDIM steps (in [1, T], checked against the run's schedule).
+        seed: x_T, the reference halves and the sampling noise.
+        eval_classifier: the evaluation classifier's folder or ``.keras`` file (None: the shipped one).
+        batch_size: samples per graph call; >= 1.
+        out: the output folder (None: ``run_dir``).
+    """
 
-    path = os.path.join(run_dir, "model.keras")
-    if not os.path.exists(path):
-        raise ValueError(f"{run_dir} is not a finished training run: model.keras is missing")
-    return keras.models.load_model(path)
+    run_dir: str
+    classifier_run: Optional[str] = None
+    classifier_scales: tuple = CLASSIFIER_SCALES
+    free_scales: tuple = FREE_SCALES
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    steps: int = 50
+    seed: int = 0
+    eval_classifier: Optional[str] = None
+    batch_size: int = 500
+    out: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "classifier_scales", tuple(self.classifier_scales))
+        object.__setattr__(self, "free_scales", tuple(self.free_scales))
+        for name in ("classifier_scales", "free_scales"):
+            if any(s < 0 for s in getattr(self, name)):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def out_dir(self) -> str:
+        """Where the sweep goes: ``out``, or the run folder."""
+        return self.out or self.run_dir
 
 
-def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: Sequence[float] = CLASSIFIER_SCALES,
-        free_scales: Sequence[float] = FREE_SCALES, num_samples: int = 300, steps: int = 50, seed: int = 0,
-        eval_classifier: Optional[str] = None, batch_size: int = 500, out: Optional[str] = None) -> dict:
+def _load_runs(cfg: GuidanceConfig) -> tuple:
+    """The diffusion run's config, schedule and network, and the guidance classifier (or None); checks they fit."""
+    from tfddim.runs import RunDir
+
+    run_dir = RunDir(cfg.run_dir)
+    config, schedule = run_dir.read_config(), run_dir.read_schedule()
+    network = run_dir.load_network()
+    if hasattr(network, "log_prob_fn"):
+        raise ValueError(f"{cfg.run_dir} is a classifier run; give a diffusion run (and the classifier as --classifier-run)")
+    if cfg.classifier_run is None and getattr(network, "num_classes", None) is None:
+        raise ValueError("nothing to sweep: the run is unconditional and no --classifier-run was given")
+    if not 1 <= cfg.steps <= schedule.num_timesteps:
+        raise ValueError(f"steps must lie in [1, {schedule.num_timesteps}], got {cfg.steps}")
+    # a missing classifier model keeps the "not a finished training run" wording
+    guide = None if cfg.classifier_run is None else RunDir(cfg.classifier_run).load_classifier(kind="training")
+    return config, schedule, network, guide
+
+
+def run(cfg: GuidanceConfig) -> dict:
     """Sweep the guidance scales; returns ``{"rows", "floor", "report"}``."""
     from tfddim import sampling
     from tfddim.evaluation import features, metrics, study
     from tfddim.pipelines import evaluate
-    from tfddim.diffusion.schedules import Schedule
     from tfddim.diffusion.spacing import spaced_timesteps
 
-    config = evaluate.read_run_file(run_dir, "config.json")
-    schedule = Schedule.from_config(evaluate.read_run_file(run_dir, "schedule.json"))
-    network = _load(run_dir)
-    if hasattr(network, "log_prob_fn"):
-        raise ValueError(f"{run_dir} is a classifier run; give a diffusion run (and the classifier as --classifier-run)")
+    run_dir, classifier_run, num_samples, steps, seed, batch_size = (
+        cfg.run_dir, cfg.classifier_run, cfg.num_samples, cfg.steps, cfg.seed, cfg.batch_size)
+    config, schedule, network, guide = _load_runs(cfg)
     num_classes = getattr(network, "num_classes", None)
-    if classifier_run is None and num_classes is None:
-        raise ValueError("nothing to sweep: the run is unconditional and no --classifier-run was given")
-    if not 1 <= steps <= schedule.num_timesteps:
-        raise ValueError(f"steps must lie in [1, {schedule.num_timesteps}], got {steps}")
-    guide = None if classifier_run is None else _load(classifier_run)
-    if guide is not None and not hasattr(guide, "log_prob_fn"):
-        raise ValueError(f"{classifier_run} does not hold a NoisyClassifier")
-    out = out or run_dir
+    out = cfg.out_dir
     clip = config.get("sampling", {}).get("clip_x0")
     options = {"clip_x0": None if clip is None else tuple(clip),
                "learned_variance": bool(getattr(network, "learned_variance", False))}
@@ -68,7 +112,7 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     real, real_labels = evaluate.real_data(config["data"], "train")
     perm = np.random.default_rng(seed).permutation(len(real))
     half = min(len(real) // 2, 10000)
-    net = features.DigitsFeatureNet(eval_classifier or evaluate.DEFAULT_CLASSIFIER)
+    net = features.DigitsFeatureNet(cfg.eval_classifier or evaluate.DEFAULT_CLASSIFIER)
     reference = study.Reference.build(net, real[perm[:half]], real[perm[half:half + min(num_samples, half)]],
                                       kid_subset=min(1000, num_samples, half))
     classes = int(num_classes or guide.num_classes)
@@ -80,8 +124,10 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
     else:
         model_fn = lambda x, t, y: network((x, t, y), training=False)  # noqa: E731
 
+    samplers = sampling.SamplerCache()  # one compiled loop per kind of guidance; the scale is a tensor
+
     def draw(guidance, scale):
-        kwargs = dict(options, guidance=guidance, class_conditional=num_classes is not None)
+        kwargs = dict(options, guidance=guidance, class_conditional=num_classes is not None, cache=samplers)
         chunks = []
         for start in range(0, num_samples, batch_size):
             sl = slice(start, start + batch_size)
@@ -91,9 +137,10 @@ def run(run_dir: str, classifier_run: Optional[str] = None, classifier_scales: S
 
     sweeps = []
     if guide is not None:
-        sweeps += [("classifier", s, sampling.ClassifierGuidance(guide.log_prob_fn())) for s in classifier_scales]
+        classifier = sampling.ClassifierGuidance(guide.log_prob_fn())
+        sweeps += [("classifier", s, classifier) for s in cfg.classifier_scales]
     if num_classes is not None:
-        sweeps += [("classifier-free", w, sampling.ClassifierFreeGuidance(null_label=num_classes)) for w in free_scales]
+        sweeps += [("classifier-free", w, sampling.ClassifierFreeGuidance(null_label=num_classes)) for w in cfg.free_scales]
     rows = []
     for i, (kind, scale, guidance) in enumerate(sweeps):
         print(f"[{i + 1}/{len(sweeps)}] {kind} guidance, scale {scale:g}", flush=True)

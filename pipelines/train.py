@@ -1,6 +1,6 @@
 """Train a diffusion model from a config: ``tfddim train --config digits`` or ``python pipelines/train.py``.
 
-The run folder ``runs/<name>/`` holds:
+The run folder ``runs/<name>/`` (written and read only through :class:`tfddim.runs.RunDir`) holds:
 
 - ``config.json``     the resolved config (a rerun with a different one is refused without --overwrite)
 - ``backup/``         ``keras.callbacks.BackupAndRestore`` state, saved every epoch: kill the
@@ -15,8 +15,6 @@ The run folder ``runs/<name>/`` holds:
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
@@ -78,35 +76,6 @@ def build_model(cfg, data_shape, num_classes):
     return model
 
 
-def _atomic_save(model, path: str) -> None:
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _check_run_dir(run_dir: str, cfg_dict: dict, overwrite: bool) -> bool:
-    """True if this run already finished with this config; refuses to mix configs in one folder."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path) or overwrite:
-        if overwrite and os.path.isdir(run_dir):
-            import shutil
-
-            shutil.rmtree(run_dir)
-        return False
-    with open(path) as f:
-        previous = json.load(f)
-    if previous != json.loads(json.dumps(cfg_dict)):
-        raise ValueError(f"{run_dir} holds a run with a different config; pick another name or pass --overwrite")
-    return os.path.exists(os.path.join(run_dir, "model.keras")) and os.path.exists(os.path.join(run_dir, "metadata.json"))
-
-
 def _test_arrays(data_cfg):
     """Every example of the test split as arrays (for the classifier's held-out accuracy)."""
     import dataclasses
@@ -118,85 +87,105 @@ def _test_arrays(data_cfg):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _worker_suffix(strategy) -> str:
-    """"" for the chief; ``worker_<i>`` for the other workers of a multi-worker run (each keeps its own files)."""
+def _worker_task(strategy):
+    """None for the chief; ``(task_type, task_id)`` for the other workers of a multi-worker run (each keeps its own files)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
-        return ""
+        return None
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     is_chief = resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
-    return "" if is_chief else f"{resolver.task_type}_{resolver.task_id}"
+    return None if is_chief else (resolver.task_type, resolver.task_id)
 
 
-def run(cfg, runs_dir: str = "runs", overwrite: bool = False) -> dict:
-    """Train (or resume) the run described by ``cfg``; returns the metadata dict."""
+def run(cfg, *, runs_dir: str = "runs", overwrite: bool = False) -> dict:
+    """Train (or resume) the run described by ``cfg`` (a :class:`~tfddim.pipelines.config.RunConfig`).
+
+    Args:
+        cfg: the run config; ``cfg.name`` names the folder ``<runs_dir>/<name>``.
+        runs_dir: the parent of run folders.
+        overwrite: delete an existing folder of the same name first.
+
+    Returns the metadata dict (the one in ``metadata.json``).
+    """
     import keras
 
-    from tfddim import data as data_lib
-    from tfddim import models
-    from tfddim.pipelines.callbacks import SampleGrid
+    from tfddim.runs import RunDir
 
     # A multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = make_strategy(cfg.train.strategy)
-    run_dir = os.path.normpath(os.path.join(runs_dir, cfg.name, _worker_suffix(strategy)))
-    cfg_dict = cfg.to_dict()
-    if _check_run_dir(run_dir, cfg_dict, overwrite):
-        with open(os.path.join(run_dir, "metadata.json")) as f:
-            meta = json.load(f)
-        print(f"tfddim train: {run_dir} is already trained ({meta['steps']} steps); model at {meta['model']}")
+    run_dir = RunDir.of(runs_dir, cfg.name, _worker_task(strategy))
+    if run_dir.prepare(cfg.to_dict(), overwrite):
+        meta = run_dir.read_metadata()
+        print(f"tfddim train: {run_dir.path} is already trained ({meta['steps']} steps); model at {meta['model']}")
         return meta
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json(os.path.join(run_dir, "config.json"), cfg_dict)
 
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(cfg.train.precision)
     try:
-        info = data_lib.dataset_info(cfg.data)
-        dataset = data_lib.make_dataset(cfg.data, "train", training=True)
-        with strategy.scope():
-            model = build_model(cfg, info["image_shape"], info.get("num_classes"))
-        callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq="epoch", delete_checkpoint=False),
-            keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "last.weights.h5"), save_weights_only=True),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch"),
-        ]
-        is_classifier = isinstance(model.network, models.NoisyClassifier)
-        if cfg.train.sample_every and not is_classifier:
-            callbacks.append(SampleGrid(cfg, os.path.join(run_dir, "samples"), os.path.join(run_dir, "logs", "samples")))
-        start = time.time()
-        history = model.fit(
-            dataset, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
-            callbacks=callbacks, verbose=cfg.train.verbose,
-        )
-        seconds = time.time() - start
-        model_path = os.path.join(run_dir, "model.keras")
-        _atomic_save(model.ema_network, model_path)
-        _write_json(os.path.join(run_dir, "schedule.json"), model.schedule.to_config())
-        final = {k: float(np.ravel(v[-1])[0]) for k, v in history.history.items()} if history.history else {}
-        meta = {
-            "name": cfg.name,
-            "steps": int(model.optimizer.iterations.numpy()),
-            "epochs": cfg.train.epochs,
-            "global_batch_size": cfg.data.batch_size,
-            "replicas": strategy.num_replicas_in_sync,
-            "seconds_this_session": round(seconds, 1),
-            "final_metrics": final,
-            "model": model_path,
-            "data": {"source": cfg.data.source, "image_shape": list(info["image_shape"]), "num_classes": info.get("num_classes")},
-            "parameters": int(model.network.count_params()),
-        }
-        if is_classifier:  # guided-diffusion reports the classifier's accuracy by noise level
-            from tfddim.training.classifier import accuracy_by_t
-
-            x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else _test_arrays(cfg.data)
-            meta["test_accuracy_by_t"] = accuracy_by_t(model.ema_network, model.schedule, x_test, y_test, seed=cfg.train.seed)
-            print("tfddim train: held-out accuracy by t: "
-                  + ", ".join(f"t={t}: {a:.3f}" for t, a in meta["test_accuracy_by_t"].items()))
-        _write_json(os.path.join(run_dir, "metadata.json"), meta)
+        meta = _train(cfg, strategy, run_dir)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     loss = meta["final_metrics"].get("loss")
-    print(f"tfddim train: {meta['steps']} steps, loss {loss:.4f}; EMA model at {model_path}" if loss is not None else f"tfddim train: model at {model_path}")
+    print(f"tfddim train: {meta['steps']} steps, loss {loss:.4f}; EMA model at {meta['model']}" if loss is not None
+          else f"tfddim train: model at {meta['model']}")
+    return meta
+
+
+def _callbacks(cfg, run_dir, is_classifier: bool) -> list:
+    """Backup (resume), the latest full weights, TensorBoard and, for diffusion models, the EMA sample grids."""
+    import keras
+
+    from tfddim.pipelines.callbacks import SampleGrid
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(run_dir.backup_dir, save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(run_dir.checkpoint_path, save_weights_only=True),
+        keras.callbacks.TensorBoard(run_dir.logs_dir, update_freq="epoch"),
+    ]
+    if cfg.train.sample_every and not is_classifier:
+        callbacks.append(SampleGrid(cfg, run_dir.samples_dir, run_dir.sample_logs_dir))
+    return callbacks
+
+
+def _train(cfg, strategy, run_dir) -> dict:
+    """Fit the model of ``cfg`` in ``run_dir`` (a prepared :class:`~tfddim.runs.RunDir`); write its files; the metadata."""
+    from tfddim import data as data_lib
+    from tfddim import models
+
+    info = data_lib.dataset_info(cfg.data)
+    dataset = data_lib.make_dataset(cfg.data, "train", training=True)
+    with strategy.scope():
+        model = build_model(cfg, info["image_shape"], info.get("num_classes"))
+    is_classifier = isinstance(model.network, models.NoisyClassifier)
+    start = time.time()
+    history = model.fit(
+        dataset, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
+        callbacks=_callbacks(cfg, run_dir, is_classifier), verbose=cfg.train.verbose,
+    )
+    seconds = time.time() - start
+    model_path = run_dir.save_network(model.ema_network)
+    run_dir.write_schedule(model.schedule)
+    final = {k: float(np.ravel(v[-1])[0]) for k, v in history.history.items()} if history.history else {}
+    meta = {
+        "name": cfg.name,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "epochs": cfg.train.epochs,
+        "global_batch_size": cfg.data.batch_size,
+        "replicas": strategy.num_replicas_in_sync,
+        "seconds_this_session": round(seconds, 1),
+        "final_metrics": final,
+        "model": model_path,
+        "data": {"source": cfg.data.source, "image_shape": list(info["image_shape"]), "num_classes": info.get("num_classes")},
+        "parameters": int(model.network.count_params()),
+    }
+    if is_classifier:  # guided-diffusion reports the classifier's accuracy by noise level
+        from tfddim.training.classifier import accuracy_by_t
+
+        x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else _test_arrays(cfg.data)
+        meta["test_accuracy_by_t"] = accuracy_by_t(model.ema_network, model.schedule, x_test, y_test, seed=cfg.train.seed)
+        print("tfddim train: held-out accuracy by t: "
+              + ", ".join(f"t={t}: {a:.3f}" for t, a in meta["test_accuracy_by_t"].items()))
+    run_dir.write_metadata(meta)
     return meta
 
 

@@ -10,6 +10,7 @@ digits, and writes ``DIR/model.keras`` (atomically) and ``DIR/classifier.json``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -38,14 +39,36 @@ def _write_atomic(path: str, write) -> None:
         raise
 
 
-def run(out_dir: str = DEFAULT_OUT_DIR, epochs: int = DEFAULT_EPOCHS, batch_size: int = 64, seed: int = 0,
-        augment: bool = True) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """The options of ``tfddim train-classifier`` without ``--config`` (the digits evaluation classifier).
+
+    Attributes:
+        out_dir: the output folder (``model.keras`` and ``classifier.json``).
+        epochs: training epochs; >= 1.
+        batch_size: examples per step; >= 1.
+        seed: weights, shuffling and augmentation.
+        augment: random shifts of up to ±1 pixel.
+    """
+
+    out_dir: str = DEFAULT_OUT_DIR
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = 64
+    seed: int = 0
+    augment: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "epochs", int(self.epochs))
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def run(cfg: ClassifierConfig = ClassifierConfig()) -> dict:
     """Train, evaluate and save the classifier; returns the ``classifier.json`` dict."""
-    epochs, batch_size = int(epochs), int(batch_size)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out_dir, epochs, batch_size, seed, augment = cfg.out_dir, cfg.epochs, cfg.batch_size, cfg.seed, cfg.augment
 
     import keras
     import tensorflow as tf
@@ -108,7 +131,7 @@ def run(out_dir: str = DEFAULT_OUT_DIR, epochs: int = DEFAULT_EPOCHS, batch_size
     return result
 
 
-def run_noisy(config_name: str, overrides=(), runs_dir: str = "runs", overwrite: bool = False) -> dict:
+def run_noisy(config_name: str, overrides=(), *, runs_dir: str = "runs", overwrite: bool = False) -> dict:
     """Train the noise-aware guidance classifier of a ``NoisyClassifier`` config (``tfddim train-classifier --config``).
 
     The run is an ordinary training run (:func:`tfddim.pipelines.train.run`): run folder,

@@ -28,7 +28,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_run):
-    result = evaluate.run(tiny_run, num_samples=40, steps=(2, 5), etas=(0.0, "sigma_hat"), batch_size=40, nll_images=6)
+    result = evaluate.run(evaluate.EvaluateConfig(tiny_run, num_samples=40, steps=(2, 5), etas=(0.0, "sigma_hat"),
+                                                  batch_size=40, nll_images=6))
     return tiny_run, result
 
 
@@ -71,8 +72,8 @@ def test_reference_statistics_are_cached_once(evaluated, monkeypatch):
     files = os.listdir(cache_dir)
     assert len(files) == 1 and "digits" in files[0]
     stamp = os.path.getmtime(os.path.join(cache_dir, files[0]))
-    evaluate.run(run_dir, num_samples=20, steps=(1,), etas=(0.0,), batch_size=20, nll_images=0, figures=False,
-                 out=os.path.join(run_dir, "again"))
+    evaluate.run(evaluate.EvaluateConfig(run_dir, num_samples=20, steps=(1,), etas=(0.0,), batch_size=20, nll_images=0,
+                                         figures=False, out=os.path.join(run_dir, "again")))
     assert os.listdir(cache_dir) == files and os.path.getmtime(os.path.join(cache_dir, files[0])) == stamp
 
 
@@ -102,8 +103,9 @@ def test_the_main_job_trains_exports_samples_both_runtimes_and_reports(tmp_path,
     """`tfddim pipeline` (make demo) end to end, with a tiny network and grid."""
     from tfddim.pipelines import full
 
-    result = full.run(str(tmp_path), "job", epochs=1, num_samples=20, nll_images=4, steps=(2, 5), etas=(0.0,),
-                      overrides=[o for o in TINY_DIGITS if not o.startswith(("train.epochs", "train.verbose"))])
+    result = full.run(full.PipelineConfig(
+        str(tmp_path), "job", epochs=1, num_samples=20, nll_images=4, steps=(2, 5), etas=(0.0,),
+        overrides=[o for o in TINY_DIGITS if not o.startswith(("train.epochs", "train.verbose"))]))
     out = capsys.readouterr().out
     assert "4/4 evaluate" in out and "report at" in out
     assert os.path.exists(os.path.join(result["model"], "onnx", "sample_with_noise.onnx"))
@@ -133,8 +135,9 @@ def test_guidance_sweep_scores_both_kinds_with_the_evaluation_classifier(tmp_pat
     assert e.value.code == 2 and "NoisyClassifier config" in capsys.readouterr().err
     meta = json.load(open(os.path.join(runs, "digits_classifier", "metadata.json")))
     assert len(meta["test_accuracy_by_t"]) >= 2  # accuracy by noise level on held-out digits
-    result = guidance.run(os.path.join(runs, "digits_conditional"), os.path.join(runs, "digits_classifier"),
-                          classifier_scales=(0.0, 2.0), free_scales=(0.0, 2.0), num_samples=20, steps=3)
+    result = guidance.run(guidance.GuidanceConfig(os.path.join(runs, "digits_conditional"),
+                                                  os.path.join(runs, "digits_classifier"), classifier_scales=(0.0, 2.0),
+                                                  free_scales=(0.0, 2.0), num_samples=20, steps=3))
     assert [(r["guidance"], r["scale"]) for r in result["rows"]] == [
         ("classifier", 0.0), ("classifier", 2.0), ("classifier-free", 0.0), ("classifier-free", 2.0)]
     for r in result["rows"]:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfddim import export, sampling
 from tfddim.diffusion import schedules, steps
+from tfddim.export import layout, saved_model
 
 T = 50  # the exported models' T (tests/conftest.py)
 
@@ -36,10 +37,28 @@ def test_layout_and_assets(uncond):
     for name in ("saved_model.pb", "variables", "assets.extra/model_config.json", "assets.extra/schedule.json",
                  "assets.extra/export.json", "assets.extra/metadata.json"):
         assert os.path.exists(os.path.join(path, name)), name
-    info = json.load(open(os.path.join(path, "assets.extra", "export.json")))
+    info = json.load(open(layout.ExportLayout(path).export_json))
     assert info["spacing"] == "uniform" and info["clip_x0"] == [-1.0, 1.0]
     assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "encode", "predict_x0"}
     assert sorted(loaded.signatures["serving_default"].structured_input_signature[1]) == ["eta", "num_steps", "seed", "x_T"]
+
+
+def test_the_manifest_is_typed_and_machine_readable(uncond, cond, sched):
+    """export.json (format 2) says what each signature runs and how it is conditioned, as values a program reads."""
+    from tfddim.diffusion.spacing import Spacing
+
+    methods = {"encode": "ddim_inversion", "predict_x0": "network", "sample_dpmpp_2m": "dpmpp_2m",
+               "sample_with_noise": "ddim", "serving_default": "ddim"}
+    u, c = layout.read_manifest(uncond[2]), layout.read_manifest(cond[2])
+    for m, loaded in ((u, uncond[3]), (c, cond[3])):
+        assert m.format_version == 2 and m.methods == methods and set(m.signatures) == set(loaded.signatures)
+        assert m.num_timesteps == T and m.schedule_sha256 == layout.schedule_sha256(sched.to_config())
+        assert m.prediction_type.value == "epsilon" and m.learned_variance is False and m.data_shape == (8, 8, 1)
+    assert (u.spacing, u.clip_x0, u.conditioning) == (Spacing.UNIFORM, (-1.0, 1.0), layout.ExportConditioning())
+    assert (c.spacing, c.clip_x0) == (Spacing.TRAILING, None)
+    assert c.conditioning == layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER_FREE, 3, 3, True)
+    # the ONNX manifest carries the same export.json, so onnx/ reads alone
+    assert layout.read_onnx_manifest(uncond[2]).export == u
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.7])
@@ -117,7 +136,7 @@ def test_versions_are_never_overwritten_and_failures_leave_them_intact(uncond, s
     def broken(tmp, module):
         raise RuntimeError("simulated failure after writing")
 
-    monkeypatch.setattr(export, "_check", broken)
+    monkeypatch.setattr(saved_model, "_check", broken)  # the writer's module (tfddim.export only re-exports names)
     with pytest.raises(RuntimeError, match="simulated"):
         export.export_saved_model(net, sched, (8, 8, 1), base, 1, overwrite=True)
     assert sorted(os.listdir(base)) == ["1"]

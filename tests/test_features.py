@@ -18,7 +18,7 @@ QUICK_EPOCHS = 5
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("clf"))
-    return out, train_classifier.run(out, epochs=QUICK_EPOCHS, seed=0)
+    return out, train_classifier.run(train_classifier.ClassifierConfig(out, epochs=QUICK_EPOCHS, seed=0))
 
 
 def test_classifier_trains_to_high_accuracy(trained):

@@ -158,7 +158,8 @@ def test_the_shipped_model_samples_through_both_backends_without_a_model_flag(tm
     assert os.path.exists(os.path.join(sample.DEFAULT_MODEL, "saved_model.pb")), sample.DEFAULT_MODEL
     card = os.path.join(os.path.dirname(sample.DEFAULT_MODEL), "MODEL_CARD.md")
     assert "## Reproduce" in open(card).read()
-    out = {b: sample.run(n=4, steps=5, out=str(tmp_path / f"{b}.png"), backend=b)["x_0"] for b in ("tf", "onnx")}
+    out = {b: sample.run(sample.SampleConfig(n=4, steps=5, out=str(tmp_path / f"{b}.png"), backend=b))["x_0"]
+           for b in ("tf", "onnx")}
     assert out["tf"].shape == (4, 8, 8, 1) and np.all(np.abs(out["tf"]) <= 1.0)  # x̂₀ clipping is baked in
     assert gap(out["onnx"], out["tf"]) <= PARITY
     assert serving_warmup.read_warmup_requests(sample.DEFAULT_MODEL)  # TF Serving warmup is shipped too
@@ -196,4 +197,4 @@ def test_the_shipped_models_have_the_dpm_solver_signature(tmp_path):
     assert cli.main(["sample", "--method", "dpmpp_2m", "--n", "3", "--steps", "10", "--seed", "1", "--out", out, "--npz"]) == 0
     np.testing.assert_allclose(np.load(str(tmp_path / "dpm.npz"))["x_0"], tf_x0, atol=1e-6)
     with pytest.raises(ValueError, match="--eta applies only to --method ddim"):
-        sample.run(n=2, steps=5, eta=0.5, method="dpmpp_2m", out=out)
+        sample.run(sample.SampleConfig(n=2, steps=5, eta=0.5, method="dpmpp_2m", out=out))

@@ -196,25 +196,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(**kwargs) -> dict:
+    """The flags the user gave (not None): a flag whose default is "the pipeline's" leaves the config's default."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 def _run_pipeline(args) -> int:
     from tfddim.pipelines import full
 
-    full.run(args.runs_dir, args.name, args.epochs, args.num_samples, args.nll_images, args.seed)
+    full.run(full.PipelineConfig(runs_dir=args.runs_dir, name=args.name, epochs=args.epochs,
+                                 num_samples=args.num_samples, nll_images=args.nll_images, seed=args.seed))
     return 0
 
 
 def _run_evaluate(args) -> int:
-    from tfddim.evaluation.study import parse_etas
     from tfddim.pipelines import evaluate, guidance
 
     if args.guidance_sweep:
-        guidance.run(args.run_dir, args.classifier_run, args.classifier_scales, args.free_scales,
-                     args.num_samples or 300, args.guidance_steps, args.seed, args.classifier, args.batch_size, args.out)
+        guidance.run(guidance.GuidanceConfig(
+            run_dir=args.run_dir, classifier_run=args.classifier_run, classifier_scales=args.classifier_scales,
+            free_scales=args.free_scales, steps=args.guidance_steps, seed=args.seed, eval_classifier=args.classifier,
+            batch_size=args.batch_size, out=args.out, **_given(num_samples=args.num_samples)))
         return 0
-    kwargs = {} if args.classifier is None else {"classifier": args.classifier}
-    evaluate.run(args.run_dir, args.num_samples, args.steps, parse_etas(args.etas), args.features,
-                 args.inception_weights, batch_size=args.batch_size, seed=args.seed, nll_images=args.nll_images,
-                 figures=not args.no_figures, out=args.out, **kwargs)
+    from tfddim.evaluation.study import parse_etas
+
+    evaluate.run(evaluate.EvaluateConfig(
+        run_dir=args.run_dir, num_samples=args.num_samples, steps=args.steps, etas=parse_etas(args.etas),
+        features=args.features, inception_weights=args.inception_weights, batch_size=args.batch_size, seed=args.seed,
+        nll_images=args.nll_images, figures=not args.no_figures, out=args.out, **_given(classifier=args.classifier)))
     return 0
 
 
@@ -222,53 +231,43 @@ def _run_train_classifier(args) -> int:
     from tfddim.pipelines import train_classifier
 
     if args.config is not None:
-        train_classifier.run_noisy(args.config, args.overrides, args.runs_dir, args.overwrite)
+        train_classifier.run_noisy(args.config, args.overrides, runs_dir=args.runs_dir, overwrite=args.overwrite)
         return 0
-    kwargs = {} if args.epochs is None else {"epochs": args.epochs}
-    train_classifier.run(args.out, batch_size=args.batch_size, seed=args.seed, **kwargs)
+    train_classifier.run(train_classifier.ClassifierConfig(out_dir=args.out, batch_size=args.batch_size, seed=args.seed,
+                                                           **_given(epochs=args.epochs)))
     return 0
 
 
 def _run_demo(args) -> int:
     from tfddim.pipelines import demo
 
-    config = demo.DemoConfig(
-        out_dir=args.out,
-        num_samples=args.num_samples,
-        steps=args.steps,
-        num_timesteps=args.num_timesteps,
-        schedule=args.schedule,
-        spacing=args.spacing,
-        seed=args.seed,
-    )
-    print(f"tfddim demo: sampling the 8-component ring mixture, S in {list(config.steps)}", flush=True)
-    result = demo.run(config)
-    with open(result["files"][0]) as f:
-        print(f.read())
-    print("wrote " + ", ".join(result["files"]))
+    demo.run(demo.DemoConfig(out_dir=args.out, num_samples=args.num_samples, steps=args.steps,
+                             num_timesteps=args.num_timesteps, schedule=args.schedule, spacing=args.spacing,
+                             seed=args.seed))
     return 0
 
 
 def _run_train(args) -> int:
     from tfddim.pipelines import config, train
 
-    cfg = config.load(args.config, args.overrides)
-    train.run(cfg, runs_dir=args.runs_dir, overwrite=args.overwrite)
+    train.run(config.load(args.config, args.overrides), runs_dir=args.runs_dir, overwrite=args.overwrite)
     return 0
 
 
 def _run_export(args) -> int:
     from tfddim.pipelines import export
 
-    export.run(args.run_dir, args.name, args.version, args.base_dir, args.overwrite, args.onnx, args.classifier_run)
+    export.run(export.ExportConfig(run_dir=args.run_dir, name=args.name, version=args.version, base_dir=args.base_dir,
+                                   overwrite=args.overwrite, onnx=args.onnx, classifier_run=args.classifier_run))
     return 0
 
 
 def _run_sample(args) -> int:
     from tfddim.pipelines import sample
 
-    sample.run(args.model, args.n, args.steps, args.eta, args.seed, args.labels, args.guidance_scale,
-               args.out, args.npz, args.batch_size, args.backend, args.method)
+    sample.run(sample.SampleConfig(model=args.model, n=args.n, steps=args.steps, eta=args.eta, seed=args.seed,
+                                   labels=args.labels, guidance_scale=args.guidance_scale, out=args.out, npz=args.npz,
+                                   batch_size=args.batch_size, backend=args.backend, method=args.method))
     return 0
 
 

@@ -14,15 +14,18 @@ the ONNX graphs carry no assertions. Given the same ``x_T`` and ``noise``,
 (ONNX has no matching random op). For η = 0 both are deterministic and agree.
 
 ``open_sampler(path, backend)`` picks one: ``backend`` is ``"tf"`` or ``"onnx"``.
+Both read what the export bakes in through :mod:`tfddim.export.layout` (``manifest``:
+an :class:`~tfddim.export.layout.ExportManifest`; exports of either format load).
 """
 
 from __future__ import annotations
 
 import abc
-import json
 import os
 
 import numpy as np
+
+from tfddim.export import layout
 
 __all__ = ["SavedModelSampler", "OnnxSampler", "open_sampler", "BACKENDS"]
 
@@ -30,11 +33,27 @@ BACKENDS = ("tf", "onnx")
 
 
 class _CheckedSampler(abc.ABC):
-    """Request checks and the public API shared by the backends; subclasses set the attributes and ``_call``."""
+    """Request checks and the public API shared by the backends; subclasses set ``manifest`` and define ``_call``."""
 
-    num_timesteps: int
-    data_shape: tuple
-    num_classes: object
+    manifest: layout.ExportManifest
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.manifest.num_timesteps
+
+    @property
+    def data_shape(self) -> tuple:
+        return self.manifest.data_shape
+
+    @property
+    def num_classes(self):
+        """The label range [0, num_classes) of conditional exports; None when unconditional."""
+        return self.manifest.num_classes
+
+    @property
+    def info(self) -> dict:
+        """The manifest as JSON values (what ``export.json`` holds in the current format)."""
+        return self.manifest.to_json()
 
     # ---------------------------------------------------------------- checks
     def _x(self, x, name):
@@ -120,13 +139,6 @@ class _CheckedSampler(abc.ABC):
         return np.random.default_rng(seed).standard_normal((n, *self.data_shape)).astype(np.float32)
 
 
-def _read_json(path: str, what: str) -> dict:
-    if not os.path.exists(path):
-        raise ValueError(f"{what} is missing: {path} (export the model with `tfddim export`)")
-    with open(path) as f:
-        return json.load(f)
-
-
 class SavedModelSampler(_CheckedSampler):
     """The exported SavedModel's signatures, called through TensorFlow.
 
@@ -137,15 +149,12 @@ class SavedModelSampler(_CheckedSampler):
     backend = "tf"
 
     def __init__(self, path: str):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"model path {path!r} holds no saved_model.pb (export one with `tfddim export`)")
+        if not os.path.exists(layout.ExportLayout(path).saved_model_pb):
+            raise ValueError(f"model path {path!r} holds no {layout.SAVED_MODEL_PB} (export one with `tfddim export`)")
         import tensorflow as tf
 
         self.path = path
-        self.info = _read_json(os.path.join(path, "assets.extra", "export.json"), "export.json")
-        self.num_timesteps = int(_read_json(os.path.join(path, "assets.extra", "schedule.json"), "schedule.json")["num_timesteps"])
-        self.data_shape = tuple(self.info["data_shape"])
-        self.num_classes = self.info.get("num_classes")
+        self.manifest = layout.read_manifest(path)
         self._tf = tf
         self._model = tf.saved_model.load(path)
 
@@ -175,20 +184,16 @@ class OnnxSampler(_CheckedSampler):
     backend = "onnx"
 
     def __init__(self, path: str, providers=("CPUExecutionProvider",)):
-        folder = path if os.path.exists(os.path.join(path, "onnx.json")) else os.path.join(path, "onnx")
-        manifest = _read_json(os.path.join(folder, "onnx.json"), "the ONNX export (tfddim export --onnx)")
+        onnx_manifest = layout.read_onnx_manifest(path)
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise ValueError("the onnx backend needs onnxruntime: pip install 'tfddim[onnx]'") from e
-        self.path = folder
-        self.info = manifest["export"]
-        self.num_timesteps = int(manifest["num_timesteps"])
-        self.data_shape = tuple(self.info["data_shape"])
-        self.num_classes = self.info.get("num_classes")
+        self.path = folder = layout.onnx_folder(path)
+        self.manifest = onnx_manifest.export
         self._sessions = {
-            name: ort.InferenceSession(os.path.join(folder, graph["file"]), providers=list(providers))
-            for name, graph in manifest["graphs"].items()
+            name: ort.InferenceSession(os.path.join(folder, graph.file), providers=list(providers))
+            for name, graph in onnx_manifest.graphs.items()
         }
 
     def _has(self, name):

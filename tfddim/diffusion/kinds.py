@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Variance", "Decoder", "Prediction", "parse_kind"]
+__all__ = ["Variance", "Decoder", "Prediction", "FinalAlpha", "parse_kind"]
 
 
 def parse_kind(cls, value, name: str):
@@ -42,3 +42,11 @@ class Prediction(str, enum.Enum):
     EPSILON = "epsilon"
     SAMPLE = "sample"
     V = "v_prediction"
+
+
+class FinalAlpha(str, enum.Enum):
+    """ᾱ_prev after the last listed timestep: ``one`` (the clean level) or ``alpha_0`` (diffusers'
+    ``set_alpha_to_one=False``)."""
+
+    ONE = "one"
+    ALPHA_0 = "alpha_0"

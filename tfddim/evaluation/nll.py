@@ -21,6 +21,7 @@ from tfddim.diffusion import steps
 from tfddim.diffusion.likelihood import LikelihoodTerms
 from tfddim.diffusion.steps import select_timestep
 from tfddim.diffusion.schedules import Schedule
+from tfddim.evaluation.seeds import batch_seed
 
 __all__ = ["nll_bpd"]
 
@@ -79,7 +80,7 @@ def nll_bpd(model_fn: Callable, schedule: Schedule, x0, variance: str = "fixed_s
         y = None if labels is None else tf.constant(np.asarray(labels, np.int32)[start:start + batch_size])
         prior[start:start + len(x)] = terms.prior_bpd(tf.cast(x, tf.float64)).numpy()
         for t in range(T - 1, -1, -1):
-            step_seed = tf.constant([seed_base(seed, start), t], tf.int64)
+            step_seed = tf.constant([batch_seed(seed, start), t], tf.int64)
             per_t[t, start:start + len(x)] = term(x, tf.constant(t, tf.int32), y, step_seed).numpy()
             done += 1
             if bar is not None and (done % 50 == 0 or t == 0):
@@ -93,8 +94,3 @@ def nll_bpd(model_fn: Callable, schedule: Schedule, x0, variance: str = "fixed_s
         "terms_bpd": per_t.mean(axis=1),
         "per_image": total,
     }
-
-
-def seed_base(seed: int, start: int) -> int:
-    """The noise seed of the batch starting at image ``start`` (batches draw independent noise)."""
-    return int(seed) * 1_000_003 + int(start)

@@ -23,6 +23,7 @@ import numpy as np
 
 from tfddim import sampling
 from tfddim.evaluation import metrics
+from tfddim.evaluation.seeds import batch_seed
 from tfddim.diffusion.schedules import Schedule
 from tfddim.diffusion.spacing import spaced_timesteps
 
@@ -30,38 +31,42 @@ __all__ = ["DEFAULT_STEPS", "DEFAULT_ETAS", "Cell", "grid_cells", "parse_etas", 
            "sample_cell", "score", "consistency", "interpolation", "reconstruction", "trajectories"]
 
 DEFAULT_STEPS = (10, 20, 50, 100, 1000)
-DEFAULT_ETAS = (0.0, 0.2, 0.5, 1.0, "sigma_hat")
+DEFAULT_ETAS = (0.0, 0.2, 0.5, 1.0, sampling.SIGMA_HAT)
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One sampler of the grid: DDIM with η (a number or ``"sigma_hat"``), or strided DDPM."""
+    """One sampler of the grid: DDIM with η (a number or σ̂, :data:`tfddim.sampling.SIGMA_HAT`), or strided DDPM."""
 
-    method: str
+    method: sampling.Method
     eta: object
     steps: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "method", sampling.Method(self.method))
+        if self.eta is not None:
+            object.__setattr__(self, "eta", sampling.parse_eta(self.eta))
+
     @property
     def row(self) -> str:
-        if self.method == "ddpm":
+        if self.method is sampling.Method.DDPM:
             return "DDPM strided (learned Σ)"
-        return "DDIM η=σ̂" if self.eta == "sigma_hat" else f"DDIM η={float(self.eta):g}"
+        return "DDIM η=σ̂" if self.eta is sampling.SIGMA_HAT else f"DDIM η={float(self.eta):g}"
 
 
 def parse_etas(text: str) -> tuple:
-    """``"0,0.2,1,sigma_hat"`` → ``(0.0, 0.2, 1.0, "sigma_hat")``; η must lie in [0, 1]."""
+    """``"0,0.2,1,sigma_hat"`` → ``(0.0, 0.2, 1.0, SIGMA_HAT)``; η must lie in [0, 1]."""
     out = []
     for item in (s.strip() for s in text.split(",") if s.strip()):
-        if item in ("sigma_hat", "σ̂"):
-            out.append("sigma_hat")
-            continue
         try:
-            value = float(item)
+            number = float(item)
         except ValueError:
-            raise ValueError(f"etas: expected numbers in [0, 1] or sigma_hat, got {item!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"etas: eta must lie in [0, 1], got {value}")
-        out.append(value)
+            number = None
+        if number is None and item not in ("sigma_hat", "σ̂"):
+            raise ValueError(f"etas: expected numbers in [0, 1] or sigma_hat, got {item!r}")
+        if number is not None and not 0.0 <= number <= 1.0:
+            raise ValueError(f"etas: eta must lie in [0, 1], got {number}")
+        out.append(sampling.parse_eta(item if number is None else number))
     if not out:
         raise ValueError("etas: give at least one eta")
     return tuple(out)
@@ -72,9 +77,9 @@ def grid_cells(steps: Sequence[int], etas: Sequence, learned_variance: bool, num
     bad = [s for s in steps if not 1 <= int(s) <= num_timesteps]
     if bad:
         raise ValueError(f"steps must lie in [1, T = {num_timesteps}], got {bad}")
-    cells = [Cell("ddim", eta, int(s)) for eta in etas for s in steps]
+    cells = [Cell(sampling.Method.DDIM, eta, int(s)) for eta in etas for s in steps]
     if learned_variance:
-        cells += [Cell("ddpm", None, int(s)) for s in steps]
+        cells += [Cell(sampling.Method.DDPM, None, int(s)) for s in steps]
     return cells
 
 
@@ -135,17 +140,22 @@ def _batched(fn: Callable, x_T: np.ndarray, batch_size: int, progress=None) -> n
 
 
 def sample_cell(model_fn, schedule: Schedule, cell: Cell, x_T: np.ndarray, options: dict, batch_size: int = 500,
-                seed: int = 0, spacing: str = "uniform", progress=None) -> np.ndarray:
-    """Samples of one cell from the shared ``x_T`` (noise for η > 0 from ``seed`` and the batch start)."""
+                seed: int = 0, spacing: str = "uniform", progress=None, cache: Optional[sampling.SamplerCache] = None
+                ) -> np.ndarray:
+    """Samples of one cell from the shared ``x_T`` (noise for η > 0 from ``seed`` and the batch start).
+
+    ``cache`` keeps the compiled samplers between calls (one trace per sampler for the whole grid).
+    """
     timesteps = spaced_timesteps(schedule.num_timesteps, cell.steps, spacing)
     opts = dict(options)
-    if cell.method == "ddpm":
-        opts.setdefault("variance", "learned_range")
-        run = lambda x, start: sampling.sample(model_fn, x, schedule, timesteps, method="ddpm",  # noqa: E731
-                                               seed=seed * 1_000_003 + start, **opts)
+    if cell.method is sampling.Method.DDPM:
+        opts.setdefault("variance", sampling.Variance.LEARNED_RANGE)
+        opts["method"] = cell.method
     else:
-        run = lambda x, start: sampling.sample(model_fn, x, schedule, timesteps, method="ddim",  # noqa: E731
-                                               eta=cell.eta, seed=seed * 1_000_003 + start, **opts)
+        opts.update(method=cell.method, eta=cell.eta)
+    cache = sampling.SamplerCache() if cache is None else cache
+    run = lambda x, start: sampling.sample(model_fn, x, schedule, timesteps, seed=batch_seed(seed, start),  # noqa: E731
+                                           cache=cache, **opts)
     return _batched(run, x_T, batch_size, progress)
 
 
@@ -157,34 +167,41 @@ def timed(fn: Callable, *args, **kwargs):
 
 
 # ------------------------------------------------------------------------ figures (arrays)
-def consistency(model_fn, schedule: Schedule, x_T: np.ndarray, steps: Sequence[int], options: dict) -> np.ndarray:
+def consistency(model_fn, schedule: Schedule, x_T: np.ndarray, steps: Sequence[int], options: dict,
+                cache: Optional[sampling.SamplerCache] = None) -> np.ndarray:
     """DDIM (η = 0) decodings of the same x_T at each S: ``[len(steps), N, ...]`` (DDIM §5.2, Fig. 5)."""
+    cache = sampling.SamplerCache() if cache is None else cache
     return np.stack([np.asarray(sampling.decode(model_fn, x_T, schedule, spaced_timesteps(schedule.num_timesteps, s),
-                                                **options)) for s in steps])
+                                                cache=cache, **options)) for s in steps])
 
 
 def interpolation(model_fn, schedule: Schedule, x_a: np.ndarray, x_b: np.ndarray, num: int, steps: int,
-                  options: dict) -> np.ndarray:
+                  options: dict, cache: Optional[sampling.SamplerCache] = None) -> np.ndarray:
     """Rows of DDIM decodings along slerp(x_a[i], x_b[i]): ``[P, num, ...]`` (DDIM §5.3, Fig. 6)."""
     timesteps = spaced_timesteps(schedule.num_timesteps, steps)
-    return np.stack([np.asarray(sampling.interpolate(model_fn, a, b, schedule, timesteps, num, **options)[0])
+    cache = sampling.SamplerCache() if cache is None else cache
+    return np.stack([np.asarray(sampling.interpolate(model_fn, a, b, schedule, timesteps, num, cache=cache, **options)[0])
                      for a, b in zip(x_a, x_b)])
 
 
-def reconstruction(model_fn, schedule: Schedule, x0: np.ndarray, steps: Sequence[int], options: dict):
+def reconstruction(model_fn, schedule: Schedule, x0: np.ndarray, steps: Sequence[int], options: dict,
+                   cache: Optional[sampling.SamplerCache] = None):
     """encode → decode of real ``x0`` at each S: (``[len(steps), N, ...]``, [{rmse, max_abs, psnr}]) (DDIM §5.4, Table 2)."""
     recs, errors = [], []
+    cache = sampling.SamplerCache() if cache is None else cache
     for s in steps:
         timesteps = spaced_timesteps(schedule.num_timesteps, s)
-        latent = sampling.encode(model_fn, x0, schedule, timesteps, **options)
-        rec = np.asarray(sampling.decode(model_fn, latent, schedule, timesteps, **options))
+        latent = sampling.encode(model_fn, x0, schedule, timesteps, cache=cache, **options)
+        rec = np.asarray(sampling.decode(model_fn, latent, schedule, timesteps, cache=cache, **options))
         recs.append(rec)
         errors.append(metrics.reconstruction_error(x0, rec))
     return np.stack(recs), errors
 
 
-def trajectories(model_fn, schedule: Schedule, x_T: np.ndarray, steps: int, options: dict) -> np.ndarray:
+def trajectories(model_fn, schedule: Schedule, x_T: np.ndarray, steps: int, options: dict,
+                 cache: Optional[sampling.SamplerCache] = None) -> np.ndarray:
     """The x̂₀ predicted at every step of a DDIM (η = 0) run: ``[S, N, ...]`` (the "jumping" view)."""
     timesteps = spaced_timesteps(schedule.num_timesteps, steps)
-    _, traj = sampling.sample(model_fn, x_T, schedule, timesteps, eta=0.0, return_trajectory=True, **options)
+    _, traj = sampling.sample(model_fn, x_T, schedule, timesteps, eta=0.0, return_trajectory=True, cache=cache,
+                              **options)
     return np.asarray(traj.x0_hat)

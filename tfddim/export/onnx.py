@@ -9,8 +9,9 @@
 - ``sample_dpmpp_2m.onnx``: ``x_T``, ``num_steps`` (+ labels, guidance_scale) → ``x_0``
   (DPM-Solver++(2M), deterministic).
 - ``encode.onnx``: ``x_0``, ``num_steps`` (+ labels, guidance_scale) → ``x_T``.
-- ``onnx.json``: input/output names, dtypes and shapes, the opset, converter
-  versions and the SavedModel's ``export.json`` (spacing, clipping, T).
+- the ONNX manifest (:class:`tfddim.export.layout.OnnxManifest`, which writes and reads it):
+  input/output names, dtypes and shapes, the opset, converter versions and the
+  SavedModel's manifest (spacing, clipping, T, ...).
 
 The conversion starts from the SavedModel (``tf2onnx.tf_loader.from_saved_model``),
 the path tf2onnx supports for loops that read variables. The converted loops'
@@ -35,7 +36,7 @@ from typing import Dict
 
 import numpy as np
 
-from tfddim.export import onnx_loops
+from tfddim.export import layout, onnx_loops
 
 __all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature"]
 
@@ -73,7 +74,7 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     return model
 
 
-def _describe(model) -> dict:
+def _describe(model, signature: str) -> layout.OnnxGraph:
     import onnx
 
     def entry(value):
@@ -81,7 +82,8 @@ def _describe(model) -> dict:
         dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
         return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": dims}
 
-    return {"inputs": [entry(v) for v in model.graph.input], "outputs": [entry(v) for v in model.graph.output]}
+    return layout.OnnxGraph(file=layout.onnx_graph_file(signature), inputs=tuple(entry(v) for v in model.graph.input),
+                            outputs=tuple(entry(v) for v in model.graph.output))
 
 
 def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
@@ -90,33 +92,23 @@ def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
     import onnx
     import tf2onnx
 
-    with open(os.path.join(version_dir, "assets.extra", "export.json")) as f:
-        info = json.load(f)
-    with open(os.path.join(version_dir, "assets.extra", "schedule.json")) as f:
-        num_timesteps = int(json.load(f)["num_timesteps"])
-    out_dir = os.path.join(version_dir, "onnx")
-    os.makedirs(out_dir, exist_ok=True)
+    files = layout.ExportLayout(version_dir)
+    export = layout.read_manifest(version_dir)
+    info = json.dumps(export.to_json(), sort_keys=True)
+    os.makedirs(files.onnx_dir, exist_ok=True)
     paths, graphs = {}, {}
     for signature in ONNX_SIGNATURES:
         model = convert_signature(version_dir, signature, opset)
         onnx_loops.hoist_loop_invariants(model)  # the weights leave the loop state (see tfddim.export.onnx_loops)
-        onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": json.dumps(info, sort_keys=True),
-                                            "tfddim.num_timesteps": str(num_timesteps)})
+        onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": info,
+                                            "tfddim.num_timesteps": str(export.num_timesteps)})
         onnx.checker.check_model(model)
-        paths[signature] = os.path.join(out_dir, f"{signature}.onnx")
+        paths[signature] = files.onnx_graph(signature)
         onnx.save(model, paths[signature])
-        graphs[signature] = dict(_describe(model), file=f"{signature}.onnx")
-    manifest = {
-        "format": "tfddim-onnx/1",
-        "opset": opset,
-        "converter": f"tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}",
-        "num_timesteps": num_timesteps,
-        "export": info,
-        "graphs": graphs,
-        "noise": "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an empty noise [0, B, H, W, C] stands for zeros",
-    }
-    with open(os.path.join(out_dir, "onnx.json"), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
+        graphs[signature] = _describe(model, signature)
+    layout.write_onnx_manifest(files, layout.OnnxManifest(
+        opset=opset, converter=f"tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}",
+        num_timesteps=export.num_timesteps, export=export, graphs=graphs))
     return paths
 
 
@@ -135,7 +127,7 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
     }
     worst = 0.0
     for signature, feed in feeds.items():
-        session = ort.InferenceSession(os.path.join(version_dir, "onnx", f"{signature}.onnx"),
+        session = ort.InferenceSession(layout.ExportLayout(version_dir).onnx_graph(signature),
                                        providers=["CPUExecutionProvider"])
         got = session.run(None, {k: np.asarray(v) for k, v in feed.items()})[0]  # ORT takes arrays, not numpy scalars
         want = next(iter(loaded_saved_model.signatures[signature](**feed).values())).numpy()

@@ -1,10 +1,11 @@
 """Export a trained network with its whole sampling loop as a SavedModel in TF Serving's layout.
 
 ``saved_models/<name>/<version>/`` holds ``saved_model.pb``, ``variables/`` and
-``assets.extra/`` (``model_config.json``, ``schedule.json``, ``export.json``
-with the baked-in sampling choices, the training run's ``metadata.json`` and
-TF Serving's ``tf_serving_warmup_requests``), and with ``onnx=True`` an
-``onnx/`` folder (:mod:`tfddim.export.onnx`; TF Serving ignores it).
+the assets folder (the network's config, the schedule, the typed manifest of
+the baked-in sampling choices, the training run's metadata and TF Serving's
+warmup requests), and with ``onnx=True`` an ``onnx/`` folder
+(:mod:`tfddim.export.onnx`; TF Serving ignores it). The tree, its file names
+and the manifest's schema belong to :mod:`tfddim.export.layout`.
 
 Signatures (dynamic batch; every loop is a ``tf.while_loop`` in the graph):
 
@@ -45,32 +46,51 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+import tfddim
 from tfddim import sampling
 from tfddim.diffusion import steps
-from tfddim.diffusion.spacing import graph_timesteps
+from tfddim.diffusion.kinds import FinalAlpha, Prediction, parse_kind
+from tfddim.diffusion.schedules import Schedule
+from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing, graph_timesteps
+from tfddim.export import layout
 from tfddim.export import onnx as onnx_export
 from tfddim.export import warmup as serving_warmup
 from tfddim.sampling import Conditioning
-from tfddim.diffusion.schedules import Schedule
 
-__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "ONNX_TOLERANCE"]
+__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "SIGNATURE_METHODS", "ONNX_TOLERANCE"]
 
 # ONNX Runtime vs the SavedModel on the same inputs, in data units (data lie in [-1, 1]):
 # float32 rounding through a short loop is ~1e-6; 1e-4 is the issue's bound of 1e-4 x range / 2.
 ONNX_TOLERANCE = 1e-4
 
+# The solver each signature runs (``export.json: methods``): the values are sampling.Method's where one applies;
+# ``encode`` is the deterministic DDIM inversion, ``predict_x0`` one network call.
+SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
+                     "encode": "ddim_inversion", "predict_x0": "network"}
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
-    """What the exported sampler bakes in (recorded in ``assets.extra/export.json``)."""
+    """What the exported sampler bakes in (recorded in the manifest, :class:`tfddim.export.layout.ExportManifest`).
 
-    spacing: str = "uniform"
+    Attributes:
+        spacing: :class:`~tfddim.diffusion.spacing.Spacing`, one of :data:`~tfddim.diffusion.spacing.GRAPH_SPACINGS`
+            (``uniform``, ``linspace``, ``trailing``): the graph computes the timesteps from ``num_steps``.
+        clip_x0: ``(low, high)`` to clip x̂₀ to, or None.
+        final_alpha_cumprod: :class:`~tfddim.diffusion.kinds.FinalAlpha`.
+    """
+
+    spacing: Spacing = Spacing.UNIFORM
     clip_x0: Optional[tuple] = None
-    final_alpha_cumprod: str = "one"
+    final_alpha_cumprod: FinalAlpha = FinalAlpha.ONE
 
     def __post_init__(self):
-        if self.spacing not in ("uniform", "linspace", "trailing"):
-            raise ValueError(f"spacing must be uniform, linspace or trailing for an export, got {self.spacing!r}")
+        spacing = parse_kind(Spacing, self.spacing, "spacing")
+        if spacing not in GRAPH_SPACINGS:
+            raise ValueError(f"spacing must be one of {[s.value for s in GRAPH_SPACINGS]} for an export "
+                             f"(the graph computes the timesteps from num_steps), got {self.spacing!r}")
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "final_alpha_cumprod", parse_kind(FinalAlpha, self.final_alpha_cumprod, "final_alpha_cumprod"))
         if self.clip_x0 is not None:
             object.__setattr__(self, "clip_x0", tuple(float(v) for v in self.clip_x0))
 
@@ -96,7 +116,7 @@ class SamplerModule(tf.Module):
         if classifier is not None and self.network_classes not in (None, classifier.num_classes):
             raise ValueError(f"the classifier has {classifier.num_classes} classes, the network {self.network_classes}")
         self.num_classes = self.network_classes if classifier is None else int(classifier.num_classes)
-        learned = bool(getattr(network, "learned_variance", False))
+        self.learned_variance = learned = bool(getattr(network, "learned_variance", False))
         conditional = self.network_classes is not None
         common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod,
                       class_conditional=conditional)
@@ -104,6 +124,7 @@ class SamplerModule(tf.Module):
             guidance = sampling.ClassifierGuidance(classifier.log_prob_fn())
         else:
             guidance = sampling.ClassifierFreeGuidance(null_label=self.num_classes) if conditional else None
+        object.__setattr__(self, "guidance", guidance)  # untracked, like the network (the manifest reads it)
         # One traced network function shared by every loop and signature, so the graph
         # holds the network once. It is not a module attribute: saving would re-trace it.
         spec_x, spec_t = tf.TensorSpec([None, *self.data_shape], tf.float32), tf.TensorSpec([None], tf.int32)
@@ -202,32 +223,44 @@ class SamplerModule(tf.Module):
         return Conditioning(self._labels(labels, x), scale)
 
 
+def export_manifest(module: SamplerModule) -> layout.ExportManifest:
+    """The typed ``export.json`` of a module (what its signatures bake in)."""
+    if isinstance(module.guidance, sampling.ClassifierGuidance):
+        conditioning = layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER, module.num_classes, None,
+                                                 module.network_classes is not None)
+    elif isinstance(module.guidance, sampling.ClassifierFreeGuidance):
+        conditioning = layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER_FREE, module.num_classes,
+                                                 module.guidance.null_label, True)
+    else:
+        conditioning = layout.ExportConditioning()
+    signatures = sorted(module.serving_signatures)
+    return layout.ExportManifest(
+        signatures=signatures,
+        methods={name: SIGNATURE_METHODS[name] for name in signatures},
+        spacing=module.options.spacing,
+        clip_x0=module.options.clip_x0,
+        final_alpha_cumprod=module.options.final_alpha_cumprod,
+        prediction_type=Prediction.EPSILON,  # the exported loops run epsilon networks (SamplerConfig's default)
+        learned_variance=module.learned_variance,
+        conditioning=conditioning,
+        data_shape=module.data_shape,
+        num_timesteps=module.num_timesteps,
+        schedule_sha256=layout.schedule_sha256(json.loads(module.schedule_json)),
+        tfddim_version=tfddim.__version__,
+    )
+
+
+def _keras_config(model) -> dict:
+    """``{"class_name", "config"}``, as :func:`tfddim.models.build` reads it."""
+    return {"class_name": type(model).__name__, "config": model.get_config()}
+
+
 def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) -> None:
-    extra = os.path.join(path, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    files = {
-        "model_config.json": {"class_name": type(module.network).__name__, "config": module.network.get_config()},
-        "schedule.json": json.loads(module.schedule_json),
-        "export.json": {
-            "spacing": module.options.spacing,
-            "clip_x0": module.options.clip_x0,
-            "final_alpha_cumprod": module.options.final_alpha_cumprod,
-            "method": "ddim (eta input; eta = 1 is DDPM with the fixed_small variance); sample_dpmpp_2m: DPM-Solver++(2M)",
-            "data_shape": list(module.data_shape),
-            "num_classes": module.num_classes,
-            "guidance": ("classifier (noise-aware classifier bundled; guidance_scale = s)" if module.classifier is not None
-                         else "classifier-free, null label = num_classes" if module.num_classes is not None else None),
-            "signatures": sorted(module.serving_signatures),
-        },
-    }
-    if module.classifier is not None:
-        files["classifier_config.json"] = {"class_name": type(module.classifier).__name__,
-                                           "config": module.classifier.get_config()}
-    if metadata is not None:
-        files["metadata.json"] = metadata
-    for name, value in files.items():
-        with open(os.path.join(extra, name), "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True, default=str)
+    """The assets folder, through :func:`tfddim.export.layout.write_export_assets` (the one writer of its files)."""
+    layout.write_export_assets(
+        layout.ExportLayout(path), export_manifest(module), model_config=_keras_config(module.network),
+        schedule_config=json.loads(module.schedule_json), metadata=metadata,
+        classifier_config=None if module.classifier is None else _keras_config(module.classifier))
 
 
 def _check(path: str, module: SamplerModule):

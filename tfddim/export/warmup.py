@@ -1,4 +1,4 @@
-"""TF Serving warmup requests: ``assets.extra/tf_serving_warmup_requests``.
+"""TF Serving warmup requests, in the file TF Serving looks for (:attr:`tfddim.export.layout.ExportLayout.warmup_requests`).
 
 TF Serving replays these ``PredictionLog`` records (a TFRecord file) when it
 loads a version, so the first real request does not pay for graph
@@ -10,14 +10,15 @@ without it the export skips the file and says so.
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from tfddim.export import layout
+
 __all__ = ["FILENAME", "available", "warmup_inputs", "write_warmup_requests", "read_warmup_requests"]
 
-FILENAME = "tf_serving_warmup_requests"
+FILENAME = layout.WARMUP_REQUESTS  # the name TF Serving looks for (kept here for callers of warmup.FILENAME)
 
 
 def available() -> bool:
@@ -52,11 +53,11 @@ def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: O
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int],
                           network_conditional: Optional[bool] = None) -> str:
-    """Write ``assets.extra/tf_serving_warmup_requests``; return its path."""
+    """Write the warmup requests file (:attr:`~tfddim.export.layout.ExportLayout.warmup_requests`); return its path."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    path = os.path.join(saved_model_dir, "assets.extra", FILENAME)
+    path = layout.ExportLayout(saved_model_dir).warmup_requests
     with tf.io.TFRecordWriter(path) as writer:
         for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional).items():
             request = predict_pb2.PredictRequest(
@@ -74,7 +75,7 @@ def read_warmup_requests(saved_model_dir: str) -> List[tuple]:
     from tensorflow_serving.apis import prediction_log_pb2
 
     out = []
-    for record in tf.data.TFRecordDataset(os.path.join(saved_model_dir, "assets.extra", FILENAME)):
+    for record in tf.data.TFRecordDataset(layout.ExportLayout(saved_model_dir).warmup_requests):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
         out.append((request.model_spec.signature_name, {k: tf.make_ndarray(v) for k, v in request.inputs.items()}))

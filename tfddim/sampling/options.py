@@ -11,7 +11,8 @@ import dataclasses
 import enum
 from typing import Callable, Optional, Union
 
-from tfddim.diffusion.kinds import Prediction, Variance
+# FinalAlpha lives in diffusion.kinds so that the export manifest (tfddim.export.layout) reads it without TensorFlow
+from tfddim.diffusion.kinds import FinalAlpha, Prediction, Variance
 from tfddim.diffusion.kinds import parse_kind as parse_enum
 
 __all__ = [
@@ -41,14 +42,6 @@ class Method(str, enum.Enum):
     DDIM = "ddim"
     DDPM = "ddpm"
     DPMPP_2M = "dpmpp_2m"
-
-
-class FinalAlpha(str, enum.Enum):
-    """ᾱ_prev after the last listed timestep: ``one`` (the clean level) or ``alpha_0`` (diffusers'
-    ``set_alpha_to_one=False``)."""
-
-    ONE = "one"
-    ALPHA_0 = "alpha_0"
 
 
 class SigmaHat(str, enum.Enum):
