@@ -23,6 +23,7 @@ from tfddim.training.base import Precision, Strategy
 from tfddim.training.diffusion import Loss
 
 __all__ = [
+    "check_at_least",
     "ModelConfig",
     "DiffusionConfig",
     "TrainConfig",
@@ -151,6 +152,14 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_at_least(cfg, **minimums) -> None:
+    """``ValueError`` naming the first field of ``cfg`` below its minimum (None fields are skipped: unset)."""
+    for name, minimum in minimums.items():
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_type(path: str, value: Any, annotation) -> Any:

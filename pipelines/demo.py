@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from tfddim.pipelines.config import check_at_least
+
 DEFAULT_STEPS = (5, 10, 20, 50, 100, 1000)
 
 
@@ -36,8 +38,7 @@ class DemoConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
-        if self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        check_at_least(self, num_samples=2)
         if not self.steps:
             raise ValueError("steps: give at least one step count")
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfddim.evaluation.study import DEFAULT_ETAS, DEFAULT_STEPS
 from tfddim.sampling.options import parse_eta
+from tfddim.pipelines.config import check_at_least
 
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
                                   "digits_classifier")
@@ -72,8 +73,7 @@ class EvaluateConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
-        if self.num_samples is not None and self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        check_at_least(self, num_samples=2, batch_size=1, nll_images=0)
         if not self.steps:
             raise ValueError("steps: give at least one step count")
         if not self.etas:
@@ -84,10 +84,6 @@ class EvaluateConfig:
             raise ValueError(f"etas: {e}") from None
         if self.features not in FEATURES:
             raise ValueError(f"features must be auto, digits, inception or raw, got {self.features!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.nll_images < 0:
-            raise ValueError(f"nll_images must be >= 0, got {self.nll_images}")
 
     @property
     def out_dir(self) -> str:

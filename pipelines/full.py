@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from tfddim.pipelines.config import check_at_least
+
 REDUCED_STEPS = (10, 50, 100)
 REDUCED_ETAS = (0.0, 1.0, "sigma_hat")
 
@@ -55,12 +57,7 @@ class PipelineConfig:
     def __post_init__(self):
         for name in ("steps", "etas", "overrides"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
-        if self.nll_images < 0:
-            raise ValueError(f"nll_images must be >= 0, got {self.nll_images}")
+        check_at_least(self, epochs=1, num_samples=2, nll_images=0)
 
 
 def run(cfg: PipelineConfig = PipelineConfig()) -> dict:

@@ -23,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 
+from tfddim.pipelines.config import check_at_least
+
 CLASSIFIER_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 FREE_SCALES = (0.0, 1.0, 2.0, 4.0)
 DEFAULT_NUM_SAMPLES = 300
@@ -62,12 +64,7 @@ class GuidanceConfig:
         for name in ("classifier_scales", "free_scales"):
             if any(s < 0 for s in getattr(self, name)):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_at_least(self, num_samples=2, steps=1, batch_size=1)
 
     @property
     def out_dir(self) -> str:

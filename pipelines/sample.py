@@ -18,6 +18,8 @@ from typing import Optional
 
 import numpy as np
 
+from tfddim.pipelines.config import check_at_least
+
 METHODS = ("ddim", "dpmpp_2m")
 BACKENDS = ("tf", "onnx")
 # The model that ships with the project (MODEL_CARD.md beside it), found from the checkout.
@@ -61,8 +63,7 @@ class SampleConfig:
             object.__setattr__(self, "labels", tuple(int(y) for y in np.ravel(self.labels)))
         if self.n < 1 or self.batch_size < 1:
             raise ValueError("--n and --batch-size must be >= 1")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        check_at_least(self, steps=1)
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.method not in METHODS:

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from tfddim.pipelines.config import check_at_least
+
 DEFAULT_OUT_DIR = os.path.join("saved_models", "digits_classifier")
 DEFAULT_EPOCHS = 20
 
@@ -60,10 +62,7 @@ class ClassifierConfig:
     def __post_init__(self):
         object.__setattr__(self, "epochs", int(self.epochs))
         object.__setattr__(self, "batch_size", int(self.batch_size))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_at_least(self, epochs=1, batch_size=1)
 
 
 def run(cfg: ClassifierConfig = ClassifierConfig()) -> dict:

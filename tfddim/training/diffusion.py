@@ -16,15 +16,8 @@ EMA network, the stateless global-batch draws of t and ε sliced per replica,
 the multi-worker build, the ``train_step``/``test_step`` templates) is
 :class:`~tfddim.training.base.NoisedTrainer`'s.
 
-Distribution: the per-replica loss is divided by the number of replicas
-(gradients are summed across replicas), so the learning rate applies to the
-mean over the *global* batch, exactly as on one device. ``fit`` itself runs
-under ``MultiWorkerMirroredStrategy`` with the same ``train_step``; two things
-in how the step meets Keras make that work (keras-team/keras#20585): the
-metrics (Keras ``Mean`` trackers) are reported as ``[1]``-shaped tensors there,
-because Keras' cross-worker mean reduces along axis 0, and Keras' symbolic
-build, which averages a distributed batch in a way that strategy rejects, is
-replaced by building the optimizer up front (see :class:`~tfddim.training.base.NoisedTrainer`).
+Distribution (the global-batch loss scaling and the MultiWorkerMirroredStrategy workaround for
+keras-team/keras#20585) is explained in :mod:`tfddim.training.base`.
 """
 
 from __future__ import annotations
