@@ -122,3 +122,14 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     assert _violations([("tfddim.evaluation.fake", str(bad))]) == []
     bad.write_text("import numpy\nfrom tfddim.pipelines import train\n")
     assert len(_violations([("tfddim.diffusion.fake", str(bad))])) == 2
+
+
+def test_benchmarks_use_the_one_import_identity_of_the_pipelines():
+    """``pipelines.x`` and ``tfddim.pipelines.x`` would be two module objects for one file."""
+    bare = []
+    for name in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
+        if name.endswith(".py"):
+            path = os.path.join(ROOT, "benchmarks", name)
+            bare += [f"{path}:{line} imports {target}" for line, target in _imports(path)
+                     if target == "pipelines" or target.startswith("pipelines.")]
+    assert bare == []
