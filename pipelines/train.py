@@ -3,14 +3,20 @@
 The run folder ``runs/<name>/`` (written and read only through :class:`tfddim.runs.RunDir`) holds:
 
 - ``config.json``     the resolved config (a rerun with a different one is refused without --overwrite)
-- ``backup/``         ``keras.callbacks.BackupAndRestore`` state, saved every epoch: kill the
-                      process and run the same command again to continue from the last epoch
+- ``backup/``         the training state, saved atomically every epoch (``AtomicBackupAndRestore``,
+                      Keras' ``BackupAndRestore`` files): kill the process at any instant and run the
+                      same command again to continue from the last completed epoch
 - ``checkpoints/``    the latest full weights (training network, EMA network, optimizer)
 - ``logs/``           TensorBoard scalars, and EMA sample grids every ``train.sample_every`` epochs
 - ``samples/``        the same grids as PNG files
 - ``model.keras``     the EMA network, written atomically when training ends
 - ``schedule.json``   the schedule, to sample the model with
 - ``metadata.json``   steps, epochs, time, final metrics, data
+- ``history.json``    each epoch's metrics, written as the epoch ends
+- ``lock``            the PID and host of the trainer, while it runs: a second one is refused
+
+A non-finite loss stops training with an error naming the step (the run is not marked finished).
+``train.seed`` seeds the weight initialisation (``keras.utils.set_random_seed``) and the t/ε draws.
 """
 
 from __future__ import annotations
@@ -114,17 +120,18 @@ def run(cfg, *, runs_dir: str = "runs", overwrite: bool = False) -> dict:
     # A multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = make_strategy(cfg.train.strategy)
     run_dir = RunDir.of(runs_dir, cfg.name, _worker_task(strategy))
-    if run_dir.prepare(cfg.to_dict(), overwrite):
-        meta = run_dir.read_metadata()
-        print(f"tfddim train: {run_dir.path} is already trained ({meta['steps']} steps); model at {meta['model']}")
-        return meta
+    with run_dir.lock():  # a second trainer of the same run is refused at once
+        if run_dir.prepare(cfg.to_dict(), overwrite):
+            meta = run_dir.read_metadata()
+            print(f"tfddim train: {run_dir.path} is already trained ({meta['steps']} steps); model at {meta['model']}")
+            return meta
 
-    previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(cfg.train.precision)
-    try:
-        meta = _train(cfg, strategy, run_dir)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+        previous_policy = keras.mixed_precision.global_policy().name
+        keras.mixed_precision.set_global_policy(cfg.train.precision)
+        try:
+            meta = _train(cfg, strategy, run_dir)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
     loss = meta["final_metrics"].get("loss")
     print(f"tfddim train: {meta['steps']} steps, loss {loss:.4f}; EMA model at {meta['model']}" if loss is not None
           else f"tfddim train: model at {meta['model']}")
@@ -132,13 +139,19 @@ def run(cfg, *, runs_dir: str = "runs", overwrite: bool = False) -> dict:
 
 
 def _callbacks(cfg, run_dir, is_classifier: bool) -> list:
-    """Backup (resume), the latest full weights, TensorBoard and, for diffusion models, the EMA sample grids."""
+    """The epoch's metrics, the stop on a non-finite loss, the backup (resume), the latest full weights,
+    TensorBoard and, for diffusion models, the EMA sample grids.
+
+    The metrics are written before the backup: once an epoch counts as done, its metrics are on disk.
+    """
     import keras
 
-    from tfddim.pipelines.callbacks import SampleGrid
+    from tfddim.pipelines.callbacks import AtomicBackupAndRestore, MetricsHistory, SampleGrid, StopOnNonFinite
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(run_dir.backup_dir, save_freq="epoch", delete_checkpoint=False),
+        StopOnNonFinite(),
+        MetricsHistory(run_dir),
+        AtomicBackupAndRestore(run_dir.backup_dir, save_freq="epoch"),
         keras.callbacks.ModelCheckpoint(run_dir.checkpoint_path, save_weights_only=True),
         keras.callbacks.TensorBoard(run_dir.logs_dir, update_freq="epoch"),
     ]
@@ -149,23 +162,38 @@ def _callbacks(cfg, run_dir, is_classifier: bool) -> list:
 
 def _train(cfg, strategy, run_dir) -> dict:
     """Fit the model of ``cfg`` in ``run_dir`` (a prepared :class:`~tfddim.runs.RunDir`); write its files; the metadata."""
+    import keras
+
     from tfddim import data as data_lib
     from tfddim import models
 
+    from tfddim.pipelines.callbacks import AtomicBackupAndRestore
+
+    # The initial weights (and any unseeded draw) follow train.seed; set before the dataset is made, so
+    # its shuffle seed (TensorFlow's global seed with data.seed) is the same in every process.
+    keras.utils.set_random_seed(cfg.train.seed)
     info = data_lib.dataset_info(cfg.data)
     dataset = data_lib.make_dataset(cfg.data, "train", training=True)
     with strategy.scope():
         model = build_model(cfg, info["image_shape"], info.get("num_classes"))
     is_classifier = isinstance(model.network, models.NoisyClassifier)
+    callbacks = _callbacks(cfg, run_dir, is_classifier)
+    resume_epoch = next(c for c in callbacks if isinstance(c, AtomicBackupAndRestore)).resume_epoch()
+    if resume_epoch:
+        # A new iterator starts the shuffled stream over: skip the batches the backup already trained on,
+        # so a resumed run sees the batches an uninterrupted run would (the t/ε draws follow the step).
+        dataset = dataset.skip(resume_epoch * cfg.train.steps_per_epoch)
     start = time.time()
-    history = model.fit(
+    model.fit(
         dataset, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
-        callbacks=_callbacks(cfg, run_dir, is_classifier), verbose=cfg.train.verbose,
+        callbacks=callbacks, verbose=cfg.train.verbose,
     )
     seconds = time.time() - start
     model_path = run_dir.save_network(model.ema_network)
     run_dir.write_schedule(model.schedule)
-    final = {k: float(np.ravel(v[-1])[0]) for k, v in history.history.items()} if history.history else {}
+    # From history.json, not fit's History: a rerun after a kill during the model save trains no epoch.
+    epochs_logged = run_dir.read_history()
+    final = epochs_logged[-1] if epochs_logged else {}
     meta = {
         "name": cfg.name,
         "steps": int(model.optimizer.iterations.numpy()),

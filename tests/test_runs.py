@@ -118,3 +118,89 @@ def test_save_network_is_atomic(tmp_path):
 def test_importing_runs_does_not_import_tensorflow():
     code = "import sys, tfddim.runs; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- the lock
+def _dead_pid() -> int:
+    pid = 999_999_999  # above any pid_max
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    return pid
+
+
+def test_the_lock_holds_the_pid_and_host_and_refuses_a_second_holder(tmp_path):
+    import socket
+
+    from tfddim.runs import RunLocked
+
+    run = RunDir.of(str(tmp_path), "tiny")
+    with run.lock() as held:
+        assert held is run
+        holder = json.load(open(run.lock_path))
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(RunLocked, match=f"in use by PID {os.getpid()} on {re.escape(socket.gethostname())}"):
+            with run.lock():
+                pass
+        assert isinstance(RunLocked("x"), FileExistsError)  # the CLI prints it as one line
+        # an overwrite empties the folder but keeps the lock
+        run.prepare(CONFIG)
+        assert run.prepare(dict(CONFIG, name="other"), overwrite=True) is False
+        assert sorted(os.listdir(run.path)) == ["config.json", "lock"]
+    assert not os.path.exists(run.lock_path)  # released
+
+
+def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
+    import socket
+
+    run = RunDir.of(str(tmp_path), "tiny")
+    os.makedirs(run.path)
+    pid = _dead_pid()
+    _write(run.lock_path, {"pid": pid, "host": socket.gethostname()})
+    with run.lock():
+        assert json.load(open(run.lock_path))["pid"] == os.getpid()
+    assert f"taking over the lock of {run.path} from PID {pid} on {socket.gethostname()}" in capsys.readouterr().out
+    assert os.listdir(run.path) == []
+
+
+def test_a_lock_of_another_host_or_being_written_is_not_taken_over(tmp_path):
+    from tfddim.runs import RunLocked
+
+    run = RunDir.of(str(tmp_path), "tiny")
+    os.makedirs(run.path)
+    _write(run.lock_path, {"pid": _dead_pid(), "host": "another-host.example"})
+    with pytest.raises(RunLocked, match="on another-host.example"):
+        with run.lock():
+            pass
+    open(run.lock_path, "w").close()  # just created, its content not yet written
+    with pytest.raises(RunLocked, match="a process that is writing it now"):
+        with run.lock():
+            pass
+    os.utime(run.lock_path, (0, 0))  # ... and empty for long: its writer died
+    with run.lock():
+        pass
+
+
+# --------------------------------------------------------------------------- a run without progress
+def test_a_run_that_never_completed_an_epoch_takes_another_config(tmp_path, capsys):
+    run = RunDir.of(str(tmp_path), "tiny")
+    run.prepare(CONFIG)
+    os.makedirs(run.logs_dir)  # TensorBoard had started
+    other = dict(CONFIG, train={"epochs": 3, "seed": 0})
+    assert not run.has_progress() and run.prepare(other) is False
+    assert run.read_config() == other and sorted(os.listdir(run.path)) == ["config.json"]
+    assert "never completed an epoch; starting it again with the new config" in capsys.readouterr().out
+    # a completed epoch (a backup, or a checkpoint) makes the config binding
+    for progress in (os.path.join("backup", "latest.weights.h5"), os.path.join("checkpoints", "last.weights.h5")):
+        os.makedirs(os.path.dirname(run.file(progress)), exist_ok=True)
+        open(run.file(progress), "w").close()
+        assert run.has_progress()
+        with pytest.raises(ValueError, match="different config"):
+            run.prepare(CONFIG)
+        os.remove(run.file(progress))
+
+
+def test_history_reads_back_and_is_empty_when_missing(tmp_path):
+    run = RunDir(str(tmp_path))
+    assert run.read_history() == []
+    run.write_history([{"loss": 1.0}, {"loss": 0.5}])
+    assert run.read_history() == [{"loss": 1.0}, {"loss": 0.5}]

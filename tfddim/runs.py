@@ -10,9 +10,13 @@ A training run (``tfddim train``) holds:
 - ``model.keras``     the EMA network, written atomically when training ends
 - ``schedule.json``   the schedule (:class:`tfddim.diffusion.schedules.Schedule`), to sample the model with
 - ``metadata.json``   steps, epochs, time, final metrics, data
+- ``history.json``    each completed epoch's metrics, written as the epoch ends (before its backup)
+- ``lock``            the PID and host of the trainer using the folder (:meth:`RunDir.lock`)
 
 The non-chief workers of a multi-worker run keep their own copy in ``runs/<name>/<task_type>_<task_id>/``.
-A run is *finished* when ``model.keras`` and ``metadata.json`` exist (they are written last).
+A run is *finished* when ``model.keras`` and ``metadata.json`` exist (they are written last). A run
+has *progress* once an epoch completed (a backup, a checkpoint or a final file exists); a run without progress may be
+started again with another config.
 
 No TensorFlow import at module import time: Keras is imported by :meth:`RunDir.load_network`
 and :meth:`RunDir.save_network` only.
@@ -20,21 +24,43 @@ and :meth:`RunDir.save_network` only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from typing import Any, Optional, Tuple
+import socket
+import time
+from typing import Any, Iterator, Optional, Tuple
 
-__all__ = ["RunDir", "CONFIG", "SCHEDULE", "METADATA", "MODEL"]
+__all__ = ["RunDir", "RunLocked", "CONFIG", "SCHEDULE", "METADATA", "MODEL", "HISTORY", "LOCK"]
 
 CONFIG = "config.json"
 SCHEDULE = "schedule.json"
 METADATA = "metadata.json"
 MODEL = "model.keras"
+HISTORY = "history.json"
+LOCK = "lock"
 BACKUP = "backup"
+# The weights files of the backup (pipelines.callbacks.AtomicBackupAndRestore, Keras' names for the
+# latest copy; Keras' own previous copy, .bkp): one of them means an epoch completed.
+BACKUP_WEIGHTS = ("latest.weights.h5", "previous.weights.h5", "latest.weights.h5.bkp")
 CHECKPOINT = os.path.join("checkpoints", "last.weights.h5")
 LOGS = "logs"
 SAMPLES = "samples"
+
+
+class RunLocked(FileExistsError):
+    """Another live process holds the run folder's lock (a ``FileExistsError``: the CLI prints it as one line)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class RunDir:
@@ -78,6 +104,14 @@ class RunDir:
     @property
     def model_path(self) -> str:
         return self.file(MODEL)
+
+    @property
+    def history_path(self) -> str:
+        return self.file(HISTORY)
+
+    @property
+    def lock_path(self) -> str:
+        return self.file(LOCK)
 
     @property
     def backup_dir(self) -> str:
@@ -152,25 +186,138 @@ class RunDir:
         """True once training wrote its last files, ``model.keras`` and ``metadata.json``."""
         return os.path.exists(self.model_path) and os.path.exists(self.metadata_path)
 
+    def has_progress(self) -> bool:
+        """True once an epoch completed: a backup of the training state, a checkpoint or a final file exists."""
+        return any(os.path.exists(p) for p in (self.checkpoint_path, self.model_path, self.metadata_path)) or any(
+            os.path.exists(os.path.join(self.backup_dir, name)) for name in BACKUP_WEIGHTS)
+
+    def read_history(self) -> list:
+        """``history.json``: one dict of metrics per completed epoch; ``[]`` if none was written."""
+        try:
+            with open(self.history_path) as f:
+                history = json.load(f)
+        except (OSError, ValueError):
+            return []
+        return history if isinstance(history, list) else []
+
+    # ------------------------------------------------------------------ the lock
+    def _read_lock(self) -> Optional[dict]:
+        try:
+            with open(self.lock_path) as f:
+                holder = json.load(f)
+            return holder if isinstance(holder, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def _lock_is_stale(self, holder: Optional[dict]) -> bool:
+        """A lock of a dead process on this host (or an unreadable one, older than a few seconds)."""
+        if holder is None:
+            try:
+                return time.time() - os.path.getmtime(self.lock_path) > 10
+            except OSError:
+                return True  # gone meanwhile
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot tell whether a process on another host lives
+        try:
+            return not _pid_alive(int(holder["pid"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Hold the folder for one trainer: ``with run_dir.lock(): ...``.
+
+        The lock is the file ``lock``, created with ``O_CREAT | O_EXCL`` and holding the PID and host of
+        its owner, removed on exit. A second trainer is refused at once (:class:`RunLocked`, naming the
+        PID and host). A lock left by a process that no longer runs on this host (``kill -9``) is taken
+        over, with a printed note. A lock from another host is never taken over: delete it by hand if
+        that process is gone.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(5):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read_lock()
+                if not self._lock_is_stale(holder):
+                    who = (f"PID {holder.get('pid')} on {holder.get('host')}" if holder
+                           else "a process that is writing it now")
+                    raise RunLocked(f"{self.path} is in use by {who} (lock file {self.lock_path}); wait for it to "
+                                    "finish, or delete the lock file if that process is gone") from None
+                self._take_over(holder)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            break
+        else:
+            raise RunLocked(f"could not take the lock {self.lock_path}: other processes keep taking it")
+        try:
+            yield self
+        finally:
+            if self._read_lock() == json.loads(json.dumps(mine)):  # still ours (an overwrite keeps it)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.lock_path)
+
+    def _take_over(self, holder: Optional[dict]) -> None:
+        """Remove a stale lock; renamed aside first, so a live lock that replaced it meanwhile is put back."""
+        aside = f"{self.lock_path}.stale.{os.getpid()}"
+        try:
+            os.rename(self.lock_path, aside)
+        except FileNotFoundError:
+            return  # another process took it over first
+        try:
+            with open(aside) as f:
+                moved = json.load(f)
+        except (OSError, ValueError):
+            moved = None
+        if moved != holder:  # a fresh lock slipped in between: put it back unless yet another one exists
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.lock_path)
+        else:
+            who = f"PID {holder['pid']} on {holder['host']}" if holder else "an unknown process"
+            print(f"tfddim: taking over the lock of {self.path} from {who}, which is no longer running")
+        os.remove(aside)
+
     # ------------------------------------------------------------------ writing
     def prepare(self, config: dict, overwrite: bool = False) -> bool:
         """Make the folder ready for training with ``config``; True if it already holds that run, finished.
 
         A folder with another ``config.json`` is refused (``ValueError``) unless ``overwrite``,
-        which deletes the folder first. Otherwise the folder is created and ``config.json``
-        (re)written, and training starts or resumes from ``backup/``.
+        which empties the folder first, or unless the run never completed an epoch (no backup, no
+        checkpoint: e.g. it failed at start), which is emptied and started again with a printed note.
+        Otherwise the folder is created and ``config.json`` (re)written, and training starts or
+        resumes from ``backup/``. The ``lock`` file, if any, is kept.
         """
         if overwrite and os.path.isdir(self.path):
-            shutil.rmtree(self.path)
+            self._clear()
         elif os.path.exists(self.config_path):
             if self.read_config() != json.loads(json.dumps(config)):
-                raise ValueError(f"{self.path} holds a run with a different config; "
-                                 "pick another name or pass --overwrite")
-            if self.is_finished():
+                if self.has_progress():
+                    raise ValueError(f"{self.path} holds a run with a different config; "
+                                     "pick another name or pass --overwrite")
+                print(f"tfddim: {self.path} never completed an epoch; starting it again with the new config")
+                self._clear()
+            elif self.is_finished():
                 return True
         os.makedirs(self.path, exist_ok=True)
         self.write_json(CONFIG, config)
         return False
+
+    def _clear(self) -> None:
+        """Delete everything in the folder but its lock."""
+        for name in os.listdir(self.path):
+            if name == LOCK:
+                continue
+            path = self.file(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+    def write_history(self, history: list) -> str:
+        """``history.json``: one dict of metrics per completed epoch."""
+        return self.write_json(HISTORY, history)
 
     def write_json(self, name: str, value) -> str:
         """Write ``value`` to entry ``name`` atomically (a temp file, then ``os.replace``); returns the path."""
