@@ -36,6 +36,14 @@ from tfddim.pipelines.config import check_at_least
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
                                   "digits_classifier")
 METRICS = ("fid", "kid", "precision", "recall", "is")
+TITLES = {
+    "fid": "FID (lower is better; 0 for identical feature statistics)",
+    "kid": "KID ×10³ (unbiased MMD², cubic kernel; mean ± std over subsets; lower is better; \"unresolved\" where "
+           "|mean| < 2·std, i.e. not told apart from 0)",
+    "precision": "Precision (k = 5; higher is better)",
+    "recall": "Recall (k = 5; higher is better)",
+    "is": "Inception-Score analogue (classifier logits)",
+}
 FEATURES = ("auto", "digits", "inception", "raw")
 
 
@@ -126,6 +134,51 @@ def write_png(path: str, images: np.ndarray, columns: int) -> str:
     return os.path.basename(path)
 
 
+FIGURE_WIDTH_IN, FIGURE_DPI = 7.5, 110  # ≈ 825 px before the tight crop; the image area alone is > 600 px
+
+
+def write_labelled_grid(path: str, images: np.ndarray, row_labels: Sequence[str], title: str,
+                        col_labels: Optional[Sequence[str]] = None, xlabel: Optional[str] = None) -> str:
+    """A PNG of ``images`` ``[R, C, H, W, ch]`` in [-1, 1] as a grid with a label per row (and per column),
+    a title and an x-axis label: one matplotlib ``imshow`` of the tiled grid, about 700–800 px wide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfddim.pipelines.callbacks import image_grid
+
+    images = np.asarray(images)
+    rows, cols, h, w = images.shape[:4]
+    if len(row_labels) != rows or (col_labels is not None and len(col_labels) != cols):
+        raise ValueError(f"{len(row_labels)} row labels / {None if col_labels is None else len(col_labels)} column "
+                         f"labels for a {rows} x {cols} grid")
+    grid = image_grid(images.reshape(rows * cols, h, w, -1), columns=cols)  # uint8, 1-px gray gaps
+    gray = grid.shape[-1] == 1
+    image_width = FIGURE_WIDTH_IN * 0.78
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN, image_width * grid.shape[0] / grid.shape[1] + 1.0))
+    ax.imshow(grid[..., 0] if gray else grid, cmap="gray" if gray else None, vmin=0, vmax=255,
+              interpolation="nearest")
+    centre = lambda i, size: 1 + i * (size + 1) + (size - 1) / 2  # noqa: E731
+    ax.set_yticks([centre(i, h) for i in range(rows)])
+    ax.set_yticklabels(row_labels, fontsize=9)
+    if col_labels is None:
+        ax.set_xticks([])
+    else:
+        ax.set_xticks([centre(j, w) for j in range(cols)])
+        ax.set_xticklabels(col_labels, fontsize=8)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=9)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
 def _plot(path: str, rows: list, steps: Sequence[int], floor: float, metric: str = "fid") -> str:
     import matplotlib
 
@@ -150,8 +203,13 @@ def _plot(path: str, rows: list, steps: Sequence[int], floor: float, metric: str
 
 
 def _table(rows: list, steps: Sequence[int], metric: str, floor: dict, fmt: str = "{:.3f}") -> str:
-    """One row per sampler, one column per S; ``metric_std`` (KID) is shown as ± when present."""
+    """One row per sampler, one column per S. KID is shown ×10³ with its spread over subsets
+    (:func:`tfddim.evaluation.metrics.format_kid`: "unresolved" when |mean| < 2·std)."""
+    from tfddim.evaluation.metrics import format_kid
+
     def cell(values: dict) -> str:
+        if metric == "kid":
+            return format_kid(values["kid"], values["kid_std"])
         text = fmt.format(values[metric])
         return f"{text} ± {fmt.format(values[metric + '_std'])}" if metric + "_std" in values else text
 
@@ -167,7 +225,8 @@ def _table(rows: list, steps: Sequence[int], metric: str, floor: dict, fmt: str 
 def run(cfg: EvaluateConfig) -> dict:
     """Run the evaluation of ``cfg.run_dir`` and write the report.
 
-    Returns ``{"rows", "floor", "nll", "report", "reconstruction"}``.
+    Returns ``{"rows", "floor", "nll", "report", "reconstruction", "reconstruction_by_steps"}`` (the last
+    ``{S: errors}``; KID in ``rows``/``floor`` is raw, the files name it ``kid_raw``).
     """
     from tfddim.runs import RunDir
 
@@ -179,7 +238,7 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ValueError("this run is class-conditional; the study samples unconditional models "
                          "(guided sampling has its own sweep)")
     from tfddim import sampling
-    from tfddim.evaluation import study
+    from tfddim.evaluation import metrics, study
 
     cells = study.grid_cells(cfg.steps, cfg.etas, learned, schedule.num_timesteps)
     out = cfg.out_dir
@@ -210,11 +269,12 @@ def run(cfg: EvaluateConfig) -> dict:
     with open(path, "w") as f:
         f.write(report)
     with open(os.path.join(out, "evaluation.json"), "w") as f:
-        json.dump({"rows": rows, "floor": floor, "nll": nll, "reconstruction": dict(zip(map(str, fig_steps), recon_errors)),
+        json.dump({"rows": [metrics.raw_kid_columns(r) for r in rows], "floor": metrics.raw_kid_columns(floor), "nll": nll, "reconstruction": dict(zip(map(str, fig_steps), recon_errors)),
                    "features": ref["kind"], "feature_identity": ref["net"].identity, "reference_half": ref["half"],
                    "num_samples": ref["n"], "seed": cfg.seed, "written": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
     print(f"tfddim evaluate: report at {path}")
-    return {"rows": rows, "floor": floor, "nll": nll, "report": path, "reconstruction": recon_errors}
+    return {"rows": rows, "floor": floor, "nll": nll, "report": path, "reconstruction": recon_errors,
+            "reconstruction_by_steps": dict(zip(fig_steps, recon_errors))}
 
 
 def _reference(cfg: EvaluateConfig, real: np.ndarray, data_section: dict, num_cells: int) -> dict:
@@ -265,16 +325,22 @@ def _grid(cfg: EvaluateConfig, cells: list, model_fn, schedule, x_T: np.ndarray,
 
 
 def _write_study(cfg: EvaluateConfig, out: str, rows: list, floor: dict) -> tuple:
-    """``study.csv``, ``study.md`` and ``study_fid.png``; returns (the markdown tables by metric, ``{"plot": file}``)."""
+    """``study.csv``, ``study.md`` and ``study_fid.png``; returns (the markdown tables by metric, ``{"plot": file}``).
+
+    The CSV holds KID as computed (MMD², columns ``kid_raw``/``kid_std_raw``); the tables show it ×10³.
+    """
+    from tfddim.evaluation.metrics import raw_kid_columns
+
     with open(os.path.join(out, "study.csv"), "w", newline="") as f:
         keys = ["sampler", "steps", "nfe", "seconds", *[k for k in rows[0] if k not in ("sampler", "steps", "nfe", "seconds")]]
-        writer = csv.DictWriter(f, fieldnames=keys)
+        writer = csv.DictWriter(f, fieldnames=list(raw_kid_columns(dict.fromkeys(keys))))
         writer.writeheader()
-        writer.writerow({"sampler": "real B vs A (noise floor)", "steps": "", "nfe": 0, "seconds": 0, **floor})
-        writer.writerows(rows)
-    tables = {m: _table(rows, cfg.steps, m, floor, "{:.4f}" if m == "kid" else "{:.3f}") for m in METRICS if m in floor}
+        writer.writerow(raw_kid_columns({"sampler": "real B vs A (noise floor)", "steps": "", "nfe": 0, "seconds": 0,
+                                         **floor}))
+        writer.writerows(raw_kid_columns(r) for r in rows)
+    tables = {m: _table(rows, cfg.steps, m, floor) for m in METRICS if m in floor}
     with open(os.path.join(out, "study.md"), "w") as f:
-        f.write("\n\n".join(f"{m.upper()}\n\n{t}" for m, t in tables.items()) + "\n")
+        f.write("\n\n".join(f"{TITLES[m]}\n\n{t}" for m, t in tables.items()) + "\n")
     return tables, {"plot": _plot(os.path.join(out, "study_fid.png"), rows, cfg.steps, floor["fid"])}
 
 
@@ -282,28 +348,39 @@ def _figures(cfg: EvaluateConfig, out: str, model_fn, schedule, x_T: np.ndarray,
              data_section: dict, samplers) -> tuple:
     """Consistency, interpolation, reconstruction and trajectories (DDIM §5); returns (S of the figures,
     the reconstruction errors, ``{figure: file}``)."""
+    from tfddim.diffusion.spacing import spaced_timesteps
     from tfddim.evaluation import study
 
     shape = real.shape[1:]
     fig_steps = [s for s in cfg.steps if s <= 100] or list(cfg.steps)[:1]
     k, interp_steps = 8, min(50, schedule.num_timesteps)
     files = {}
-    files["consistency"] = write_png(os.path.join(out, "consistency.png"),
-                                     study.consistency(model_fn, schedule, x_T[:k], fig_steps, options, samplers).reshape(-1, *shape), k)
+    consistency = study.consistency(model_fn, schedule, x_T[:k], fig_steps, options, samplers)  # [len(S), k, ...]
+    files["consistency"] = write_labelled_grid(
+        os.path.join(out, "consistency.png"), consistency, [f"S = {s}" for s in fig_steps],
+        "Consistency: the same x_T decoded by DDIM (η = 0) at each S", xlabel=f"{k} samples (one x_T per column)")
     rng = np.random.default_rng(cfg.seed + 1)
     pairs = rng.standard_normal((2, 4, *shape)).astype(np.float32)
-    files["interpolation"] = write_png(os.path.join(out, "interpolation.png"),
-                                       study.interpolation(model_fn, schedule, pairs[0], pairs[1], 9, interp_steps, options,
-                                                           samplers)
-                                       .reshape(-1, *shape), 9)
+    num_interp = 9
+    interp = study.interpolation(model_fn, schedule, pairs[0], pairs[1], num_interp, interp_steps, options, samplers)
+    files["interpolation"] = write_labelled_grid(
+        os.path.join(out, "interpolation.png"), interp, [f"pair {i + 1}" for i in range(len(interp))],
+        f"Interpolation: DDIM (η = 0, S = {interp_steps}) decodings of slerp(x_T^a, x_T^b, α)",
+        col_labels=[f"{a:.3g}" for a in np.linspace(0.0, 1.0, num_interp)], xlabel="α (0: x_T^a, 1: x_T^b)")
     test_x, _ = real_data(data_section, "test")
     recs, recon_errors = study.reconstruction(model_fn, schedule, test_x[:k], fig_steps, options, samplers)
-    files["reconstruction"] = write_png(os.path.join(out, "reconstruction.png"),
-                                        np.concatenate([test_x[:k][None], recs]).reshape(-1, *shape), k)
-    traj = study.trajectories(model_fn, schedule, x_T[:6], min(10, schedule.num_timesteps), options,
-                              samplers)  # [S, N, ...]
-    files["trajectories"] = write_png(os.path.join(out, "trajectories.png"),
-                                      np.swapaxes(traj, 0, 1).reshape(-1, *shape), traj.shape[0])
+    files["reconstruction"] = write_labelled_grid(
+        os.path.join(out, "reconstruction.png"), np.concatenate([test_x[:k][None], recs]),
+        ["real"] + [f"S = {s} (RMSE {e['rmse']:.3g})" for s, e in zip(fig_steps, recon_errors)],
+        "Real / reconstructed: held-out images encoded to x_T and decoded back (DDIM η = 0)",
+        xlabel=f"{k} held-out images")
+    traj_steps = min(10, schedule.num_timesteps)
+    traj = study.trajectories(model_fn, schedule, x_T[:6], traj_steps, options, samplers)  # [S, N, ...]
+    taus = spaced_timesteps(schedule.num_timesteps, traj_steps)
+    files["trajectories"] = write_labelled_grid(
+        os.path.join(out, "trajectories.png"), np.swapaxes(traj, 0, 1), [f"sample {i + 1}" for i in range(traj.shape[1])],
+        rf"$\hat{{x}}_0$ at step i of a {traj_steps}-step DDIM (η = 0) run",
+        col_labels=[f"{i + 1}\nt={t}" for i, t in enumerate(taus)], xlabel=r"step i (timestep t): the $\hat{x}_0$ it predicts")
     return fig_steps, recon_errors, files
 
 
@@ -344,17 +421,18 @@ def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_step
         "",
         "## Sample quality against the number of steps and η (DDIM Table 1)",
         "",
-        "FID (lower is better; 0 for identical feature statistics):",
+        f"{TITLES['fid']}:",
         "",
         tables["fid"],
         "",
         f"![FID against S]({files['plot']})",
         "",
     ]
-    for m, title in (("kid", "KID (unbiased; lower is better)"), ("precision", "Precision (k = 5; higher is better)"),
-                     ("recall", "Recall (k = 5; higher is better)"), ("is", "Inception-Score analogue (classifier logits)")):
+    for m in ("kid", "precision", "recall", "is"):
         if m in tables:
-            lines += [f"{title}:", "", tables[m], ""]
+            lines += [f"{TITLES[m]}:", "", tables[m], ""]
+    lines += ["`study.csv` and `evaluation.json` keep KID as computed (MMD², not ×10³): columns `kid_raw`, "
+              "`kid_std_raw`.", ""]
     fastest = min(rows, key=lambda r: r["fid"])
     lines += [f"Lowest FID: {fastest['sampler']} at S = {fastest['steps']} ({fastest['fid']:.3f}). "
               f"Seconds per cell are in `study.csv`.", ""]
@@ -371,7 +449,8 @@ def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_step
             "",
             f"![interpolation]({files['interpolation']})",
             "",
-            "**Reconstruction** (DDIM §5.4): held-out digits (top row) encoded to x_T and decoded back, one row per S.",
+            "**Reconstruction** (DDIM §5.4): held-out images (top row, \"real\") encoded to x_T and decoded back, "
+            "one row per S.",
             "",
             f"![reconstruction]({files['reconstruction']})",
             "",

@@ -149,12 +149,13 @@ def run(cfg: GuidanceConfig) -> dict:
     floor_idx = perm[half:half + min(num_samples, half)]  # the real images of the noise floor
     floor["class_accuracy"] = metrics.class_accuracy(net.logits(real[floor_idx]), real_labels[floor_idx])
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "guidance.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with open(os.path.join(out, "guidance.csv"), "w", newline="") as f:  # KID as computed: kid_raw, kid_std_raw
+        writer = csv.DictWriter(f, fieldnames=list(metrics.raw_kid_columns(rows[0])))
         writer.writeheader()
-        writer.writerow({"guidance": "real B vs A (noise floor)", "scale": "", **{k: floor.get(k, "") for k in rows[0]
-                                                                                  if k not in ("guidance", "scale")}})
-        writer.writerows(rows)
+        writer.writerow(metrics.raw_kid_columns(
+            {"guidance": "real B vs A (noise floor)", "scale": "", **{k: floor.get(k, "") for k in rows[0]
+                                                                      if k not in ("guidance", "scale")}}))
+        writer.writerows(metrics.raw_kid_columns(r) for r in rows)
     plot = _plot(os.path.join(out, "guidance.png"), rows)
     report = _report(run_dir, classifier_run, rows, floor, steps, num_samples, plot)
     path = os.path.join(out, "guidance.md")
@@ -190,14 +191,19 @@ def _plot(path: str, rows: list) -> str:
 
 
 def _report(run_dir, classifier_run, rows, floor, steps, n, plot) -> str:
-    head = "| guidance | scale | class accuracy | FID | precision | recall | IS |"
+    from tfddim.evaluation.metrics import format_kid
+
+    head = "| guidance | scale | class accuracy | FID | KID ×10³ | precision | recall | IS |"
+    kid = lambda r: format_kid(r["kid"], r["kid_std"]) if "kid" in r else "—"  # noqa: E731
     lines = [f"# Guidance sweep of `{run_dir}`" + (f" with the classifier `{classifier_run}`" if classifier_run else ""),
              "", f"DDIM (η = 0, {steps} steps), {n} samples per row with labels cycling over the classes, all rows "
-             "from the same x_T. Scored with the evaluation classifier (not the guidance one).", "",
-             head, "|---|---|---|---|---|---|---|",
-             f"| real B vs A (noise floor) | — | {floor['class_accuracy']:.3f} | {floor['fid']:.3f} | "
+             "from the same x_T. Scored with the evaluation classifier (not the guidance one). KID ×10³ is the "
+             "mean ± std over subsets, \"unresolved\" where |mean| < 2·std; `guidance.csv` keeps it as computed "
+             "(`kid_raw`, `kid_std_raw`).", "",
+             head, "|---|---|---|---|---|---|---|---|",
+             f"| real B vs A (noise floor) | — | {floor['class_accuracy']:.3f} | {floor['fid']:.3f} | {kid(floor)} | "
              f"{floor['precision']:.3f} | {floor['recall']:.3f} | {floor.get('is', float('nan')):.2f} |"]
-    lines += [f"| {r['guidance']} | {r['scale']:g} | {r['class_accuracy']:.3f} | {r['fid']:.3f} | {r['precision']:.3f} | "
-              f"{r['recall']:.3f} | {r.get('is', float('nan')):.2f} |" for r in rows]
+    lines += [f"| {r['guidance']} | {r['scale']:g} | {r['class_accuracy']:.3f} | {r['fid']:.3f} | {kid(r)} | "
+              f"{r['precision']:.3f} | {r['recall']:.3f} | {r.get('is', float('nan')):.2f} |" for r in rows]
     lines += ["", f"![accuracy, precision, recall and FID against the scale]({plot})", ""]
     return "\n".join(lines)

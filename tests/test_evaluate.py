@@ -66,6 +66,40 @@ def test_the_report_figures_and_nll(evaluated):
     assert saved["features"] == "digits" and saved["reference_half"] == 748
 
 
+def test_figures_are_readable_and_kid_is_reported_x1000_with_raw_files(evaluated):
+    run_dir, result = evaluated
+    for name in ("consistency.png", "interpolation.png", "reconstruction.png", "trajectories.png"):
+        with open(os.path.join(run_dir, name), "rb") as f:
+            head = f.read(24)
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        assert width >= 600 and height >= 250, (name, width, height)  # labelled matplotlib figures, not 265-px grids
+    report = open(result["report"]).read()
+    assert "KID ×10³" in report and "kid_raw" in report
+    kid_table = report.split("KID ×10³")[1].split("Precision")[0]
+    floor_row = next(line for line in kid_table.splitlines() if line.startswith("| real B vs A"))
+    floor = result["floor"]
+    from tfddim.evaluation.metrics import format_kid
+    assert format_kid(floor["kid"], floor["kid_std"]) in floor_row
+    with open(os.path.join(run_dir, "study.csv")) as f:
+        header = next(csv.reader(f))
+    assert "kid_raw" in header and "kid_std_raw" in header and "kid" not in header
+    saved = json.load(open(os.path.join(run_dir, "evaluation.json")))
+    assert saved["floor"]["kid_raw"] == floor["kid"] and "kid" not in saved["rows"][0]
+    assert set(result["reconstruction_by_steps"]) == {2, 5}
+
+
+def test_the_demo_report_sets_the_run_against_the_shipped_model():
+    from tfddim.pipelines import full
+
+    text = full.shipped_comparison({"steps": 5000, "final_metrics": {"loss": 0.2}},
+                                   {"10": {"rmse": 0.19}, "50": {"rmse": 0.14}, "100": {"rmse": 0.1}})
+    assert "5000 steps" in text and "6,000 steps" in text and "0.200" in text and "MODEL_CARD" in text
+    assert "| 10 | 0.190 | 0.107 |" in text and "| 50 | 0.140 | 0.024 |" in text and "| 100 | 0.100 | 0.013 |" in text
+    # the shipped numbers are the README's own
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    assert "RMSE " + ", ".join(f"{full.SHIPPED_RECONSTRUCTION_RMSE[s]:.3f}" for s in (10, 20, 50)) in readme
+
+
 def test_reference_statistics_are_cached_once(evaluated, monkeypatch):
     run_dir, _ = evaluated
     cache_dir = os.path.join(os.path.dirname(run_dir), "reference")
@@ -113,6 +147,7 @@ def test_the_main_job_trains_exports_samples_both_runtimes_and_reports(tmp_path,
         assert os.path.exists(os.path.join(result["run_dir"], name)), name
     assert result["runtime_gap"] <= 2e-4  # the parity bound of the export tests (1e-4 of the data range)
     assert "## Runtimes" in open(result["report"]).read()
+    assert "## This demo model and the shipped one" in open(result["report"]).read()
 
 
 TINY_NET = ["model.config.base_channels=8", "model.config.channel_mult=[1]", "model.config.attention_resolutions=[]",

@@ -246,6 +246,26 @@ def test_kid_errors():
 # ---------------------------------------------------------------- precision / recall
 
 
+def test_format_kid_is_x1000_with_its_spread_and_says_when_unresolved():
+    # the newcomer's cell: raw -0.1199 ± 1.0497 is not told apart from 0
+    assert metrics.format_kid(-0.1199, 1.0497) == "unresolved (-120 ± 1050)"
+    # resolved (|mean| >= 2 std), three significant figures of the larger of the two, ×10³
+    assert metrics.format_kid(0.00321, 0.00045) == "3.21 ± 0.45"
+    assert metrics.format_kid(0.0123, 0.0061) == "12.3 ± 6.1"
+    assert metrics.format_kid(-0.004, 0.001) == "-4.00 ± 1.00"  # resolved below 0 (a biased reference, say)
+    assert metrics.format_kid(0.002, 0.001) == "2.00 ± 1.00"  # exactly 2 std: resolved
+    assert metrics.format_kid(0.0019, 0.001).startswith("unresolved")
+    assert metrics.format_kid(0.0, 0.0) == "0.00 ± 0.00"
+    assert metrics.format_kid(0.5, 0.1, scale=1.0) == "0.500 ± 0.100"
+    assert metrics.format_kid(float("nan"), 0.1) == "nan ± 100"
+
+
+def test_raw_kid_columns_rename_only_kid_and_keep_the_order():
+    row = {"sampler": "a", "fid": 1.0, "kid": -0.1199, "kid_std": 1.0497, "precision": 0.5}
+    assert list(metrics.raw_kid_columns(row).items()) == [
+        ("sampler", "a"), ("fid", 1.0), ("kid_raw", -0.1199), ("kid_std_raw", 1.0497), ("precision", 0.5)]
+
+
 def test_precision_recall_by_hand_1d():
     # real = {0, 1, 3}, k = 1: radii (nearest other point) 1, 1, 2 -> balls [-1, 1], [0, 2], [1, 5].
     real = np.array([[0.0], [1.0], [3.0]])

@@ -198,3 +198,15 @@ def test_export_cli_writes_a_versioned_savedmodel(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["export", str(tmp_path / "nothing"), "--name", "x", "--base-dir", base])
     assert "not a finished training run" in capsys.readouterr().err
+
+
+def test_sample_grids_trace_the_sampler_once_over_many_epochs(tmp_path, monkeypatch):
+    # The sampling loop's Python body runs only while TensorFlow traces it: count those runs over 4 grids.
+    # (A new sampler per grid traced every epoch and set off "triggered tf.function retracing".)
+    traces = []
+    loop = sampling.Sampler._sample_loop
+    monkeypatch.setattr(sampling.Sampler, "_sample_loop", lambda self, *a, **k: traces.append(self) or loop(self, *a, **k))
+    cfg = config.load("mixture2d", TINY + ["train.epochs=4", "train.steps_per_epoch=2", "train.sample_every=1"])
+    train.run(cfg, runs_dir=str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "mixture2d" / "samples")) == [f"epoch_{e:04d}.png" for e in (1, 2, 3, 4)]
+    assert len(traces) == 1

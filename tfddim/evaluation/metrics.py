@@ -18,6 +18,10 @@ __all__ = [
     "frechet_distance",
     "fid",
     "kid",
+    "KID_SCALE",
+    "KID_RAW_COLUMNS",
+    "format_kid",
+    "raw_kid_columns",
     "precision_recall",
     "inception_score",
     "class_accuracy",
@@ -153,6 +157,38 @@ def kid(features_a, features_b, num_subsets: int = 100, subset_size: int = 1000,
         ib = rng.choice(len(b), size=m, replace=False)
         values[s] = _polynomial_mmd2_unbiased(a[ia], b[ib])
     return float(values.mean()), float(values.std())
+
+
+KID_SCALE = 1e3
+"""Tables print KID ×10³, as the literature does (Bińkowski et al. 2018; Karras et al. 2020)."""
+
+KID_RAW_COLUMNS = {"kid": "kid_raw", "kid_std": "kid_std_raw"}
+"""The names KID's mean and std take in written CSV/JSON files, which keep the raw (unscaled) MMD²."""
+
+
+def format_kid(mean: float, std: float, scale: float = KID_SCALE) -> str:
+    """One table cell for KID: ``mean ± std`` ×``scale`` to three significant figures of the larger,
+    or ``unresolved (mean ± std)`` when |mean| < 2·std (the subsets' spread covers 0 and the sign).
+
+    >>> format_kid(-0.1199, 1.0497)
+    'unresolved (-120 ± 1050)'
+    >>> format_kid(0.00321, 0.00045)
+    '3.21 ± 0.45'
+    """
+    mean, std = float(mean), float(std)
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        return f"{mean * scale:g} ± {std * scale:g}"
+    m, s = mean * scale, std * scale
+    largest = max(abs(m), abs(s))
+    decimals = 2 if largest == 0 else max(0, 2 - int(np.floor(np.log10(largest))))
+    text = f"{m:.{decimals}f} ± {s:.{decimals}f}"
+    return f"unresolved ({text})" if abs(mean) < 2.0 * std else text
+
+
+def raw_kid_columns(values: dict) -> dict:
+    """``values`` with KID's keys renamed for a file (``kid`` → ``kid_raw``, ``kid_std`` → ``kid_std_raw``),
+    order kept: the written numbers are MMD² as computed, not the ×10³ of the tables."""
+    return {KID_RAW_COLUMNS.get(k, k): v for k, v in values.items()}
 
 
 def _sq_dists(x: np.ndarray, y: np.ndarray, y_sq: np.ndarray) -> np.ndarray:
