@@ -103,8 +103,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
-        if self.learning_rate <= 0:
-            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < float("inf"):  # also refuses NaN
+            raise ValueError(f"train.learning_rate must be a finite number > 0, got {self.learning_rate}")
         object.__setattr__(self, "precision", parse_kind(Precision, self.precision, "train.precision").value)
         object.__setattr__(self, "strategy", parse_kind(Strategy, self.strategy, "train.strategy"))
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
@@ -242,7 +242,14 @@ def from_dict(raw: dict) -> RunConfig:
 
 
 def load(name_or_path: str, overrides=()) -> RunConfig:
-    """Load a config file (or shipped name), apply ``--set`` overrides, validate."""
-    with open(config_path(name_or_path)) as f:
-        raw = json.load(f)
+    """Load a config file (or shipped name), apply ``--set`` overrides, validate.
+
+    A file that is not valid JSON is a ``ValueError`` naming it and the line and column.
+    """
+    path = config_path(name_or_path)
+    with open(path) as f:
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config {path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     return from_dict(apply_overrides(raw, overrides))

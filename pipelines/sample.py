@@ -4,15 +4,24 @@
 Runtime (:mod:`tfddim.runtime`); without ``--model`` the shipped digits model is used.
 
 Requests are cut into batches of ``batch_size`` so memory stays bounded, with a
-Keras progress bar. x_T comes from ``seed`` for all n samples up front, so it
-does not depend on the batch size; each batch draws its noise (eta > 0) from
-:func:`tfddim.evaluation.seeds.batch_seed`.
+Keras progress bar. Sample i depends only on ``seed`` and i: x_T comes from
+``seed`` for all n samples up front, and for eta > 0 sample i's per-step noise
+``[S, ...]`` is drawn with numpy from ``np.random.default_rng([seed, i])`` and
+passed to the export's ``sample_with_noise``, so neither ``batch_size`` nor the
+backend changes the samples (TensorFlow and ONNX Runtime agree to float32
+rounding). DPM-Solver++ and eta = 0 use no noise.
+
+The output folder is created and checked writable before the model is opened,
+so a bad ``--out`` costs nothing; a damaged export (a truncated
+``saved_model.pb``, variables file or ``.onnx``) is a ``ValueError`` naming the
+file and saying to re-export it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from typing import Optional
 
@@ -35,10 +44,10 @@ class SampleConfig:
         n: the number of samples; >= 1.
         steps: sampling steps S; >= 1.
         eta: DDIM eta (``method="ddim"`` only; 1 = DDPM).
-        seed: x_T of all ``n`` samples, and each batch's noise (:func:`tfddim.evaluation.seeds.batch_seed`).
+        seed: >= 0; x_T of all ``n`` samples and, for eta > 0, sample i's noise from ``default_rng([seed, i])``.
         labels: class labels cycled over the samples (None: unconditional).
         guidance_scale: the classifier(-free) guidance scale.
-        out: the output PNG; the ``.npz`` goes beside it.
+        out: the output PNG (its folder is created); the ``.npz`` goes beside it.
         npz: also write the samples as ``.npz`` (always for data that are not images).
         batch_size: samples per graph call; >= 1.
         backend: ``tf`` (the SavedModel) or ``onnx`` (its ONNX graphs in ONNX Runtime).
@@ -52,7 +61,7 @@ class SampleConfig:
     seed: int = 0
     labels: Optional[tuple] = None
     guidance_scale: float = 1.0
-    out: str = "samples.png"
+    out: str = os.path.join("runs", "samples", "samples.png")
     npz: bool = False
     batch_size: int = 256
     backend: str = "tf"
@@ -64,6 +73,8 @@ class SampleConfig:
         if self.n < 1 or self.batch_size < 1:
             raise ValueError("--n and --batch-size must be >= 1")
         check_at_least(self, steps=1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.method not in METHODS:
@@ -87,15 +98,15 @@ def run(cfg: SampleConfig) -> dict:
     from tfddim.pipelines.callbacks import image_grid
     from tfddim.runtime import open_sampler
 
-    sampler = open_sampler(cfg.model_dir, cfg.backend)
     n, out = cfg.n, cfg.out
+    _check_writable(out)  # before sampling, which may take long
+    sampler = _open(cfg.model_dir, cfg.backend, open_sampler)
     x_T = sampler.starting_noise(n, cfg.seed)
     y = None if cfg.labels is None else np.resize(np.asarray(cfg.labels, np.int32), n)  # cycle the given labels over n
     chunks = _draw(cfg, sampler, x_T, y)
     x0 = np.concatenate(chunks)
     files = []
     if len(sampler.data_shape) == 3:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         scale = max(1, 64 // sampler.data_shape[0])
         tf.io.write_file(out, tf.image.encode_png(image_grid(x0, scale=scale)))
         files.append(out)
@@ -108,24 +119,122 @@ def run(cfg: SampleConfig) -> dict:
     return {"x_0": x0, "files": files}
 
 
+def _check_writable(out: str) -> None:
+    """Create ``out``'s folder and check a file can be written there (a ``PermissionError`` naming ``--out``)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        if os.path.isdir(out):
+            raise IsADirectoryError(21, "it is a folder; give a file name such as samples.png")
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if os.path.exists(out) and not os.access(out, os.W_OK):
+            raise PermissionError(13, "the file is read-only")
+    except OSError as e:
+        raise PermissionError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+
+
+def _load_errors() -> tuple:
+    """What loading a damaged export raises: TensorFlow's errors, protobuf's, OSError/IndexError from reading it."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    errors = [tf.errors.OpError, DecodeError, OSError, IndexError]
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        errors += [ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile]
+    except (ImportError, AttributeError):
+        pass
+    return tuple(errors)
+
+
+def _open(model_dir: str, backend: str, open_sampler):
+    """``open_sampler``, with a damaged export's load error turned into a ``ValueError`` naming the file."""
+    try:
+        load_errors = _load_errors()
+    except ImportError:
+        load_errors = ()
+    try:
+        return open_sampler(model_dir, backend)
+    except load_errors as e:
+        if isinstance(e, (FileNotFoundError, PermissionError)):
+            raise  # already a user-facing error naming its file
+        reason = " ".join(str(e).split())[:300]
+        raise ValueError(f"{_damaged_file(model_dir, backend, reason)} cannot be loaded ({reason}); the export is "
+                         "damaged or incomplete: re-export it with `tfddim export`") from e
+
+
+def _damaged_file(model_dir: str, backend: str, reason: str) -> str:
+    """The file of the export that failed to load, as far as the error tells."""
+    from tfddim.export import layout
+
+    named = re.search(r"Load model from (\S+?) failed", reason) or re.search(r"file b?'([^']+)'", reason)
+    if named:
+        return named.group(1)
+    if backend == "onnx":
+        return layout.onnx_folder(model_dir)
+    if "saved_model.pb" in reason or "SavedModel" in reason:
+        return layout.ExportLayout(model_dir).saved_model_pb
+    return _damaged_variables(os.path.join(model_dir, "variables"))
+
+
+def _damaged_variables(folder: str) -> str:
+    """Which file of the ``variables/`` checkpoint cannot be read: its index, else its data shards."""
+    import glob
+
+    import tensorflow as tf
+
+    prefix = os.path.join(folder, "variables")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except Exception:  # noqa: BLE001 -- a diagnosis only: whatever fails here points at the index
+        return prefix + ".index"
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception:  # noqa: BLE001 -- as above, for the data
+        return ", ".join(sorted(glob.glob(prefix + ".data-*"))) or prefix + ".data-*"
+    return folder
+
+
+# Per-call cap on the explicit noise [S, B, ...] (float32) of eta > 0; a smaller call changes no sample.
+_NOISE_BYTES = 256 * 2**20
+
+
+def _sample_noise(seed: int, indices, steps: int, shape) -> np.ndarray:
+    """``[S, B, *shape]`` float32: sample i's noise from ``default_rng([seed, i])`` (independent of batching)."""
+    return np.stack([np.random.default_rng([seed, int(i)]).standard_normal((steps, *shape)).astype(np.float32)
+                     for i in indices], axis=1)
+
+
 def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
-    """The samples of ``x_T`` in batches of ``cfg.batch_size`` (a progress bar when there is more than one)."""
+    """The samples of ``x_T`` in batches of ``cfg.batch_size`` (a progress bar when there is more than one).
+
+    Sample i depends only on ``(cfg.seed, i)`` (see the module docstring): every call goes through
+    ``sample_with_noise`` (empty noise for eta = 0) or the deterministic ``sample_dpmpp_2m``.
+    """
     import keras
 
-    from tfddim.evaluation.seeds import batch_seed
-
-    n = len(x_T)
+    n, shape = len(x_T), tuple(sampler.data_shape)
+    stochastic = cfg.method == "ddim" and cfg.eta > 0
+    batch = cfg.batch_size
+    if stochastic:  # bound the numpy noise held per call
+        batch = max(1, min(batch, _NOISE_BYTES // (4 * cfg.steps * int(np.prod(shape)))))
     chunks = []
-    bar = keras.utils.Progbar(n, unit_name="sample") if n > cfg.batch_size else None
-    for start in range(0, n, cfg.batch_size):
-        stop = min(n, start + cfg.batch_size)
-        chunk_labels = None if y is None else y[start:stop]
+    bar = keras.utils.Progbar(n, unit_name="sample") if n > batch else None
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        x, chunk_labels = x_T[start:stop], None if y is None else y[start:stop]
         if cfg.method == "dpmpp_2m":
-            chunks.append(sampler.sample_dpmpp_2m(x_T[start:stop], cfg.steps, labels=chunk_labels,
-                                                  guidance_scale=cfg.guidance_scale))
-        else:  # each batch draws its in-graph noise from its own seed, derived from (seed, start)
-            chunks.append(sampler.sample(x_T[start:stop], cfg.steps, cfg.eta, seed=batch_seed(cfg.seed, start),
-                                         labels=chunk_labels, guidance_scale=cfg.guidance_scale))
+            chunks.append(sampler.sample_dpmpp_2m(x, cfg.steps, labels=chunk_labels, guidance_scale=cfg.guidance_scale))
+        else:
+            noise = (_sample_noise(cfg.seed, range(start, stop), cfg.steps, shape) if stochastic
+                     else np.zeros((0, *x.shape), np.float32))
+            chunks.append(sampler.sample_with_noise(x, cfg.steps, cfg.eta, noise, labels=chunk_labels,
+                                                    guidance_scale=cfg.guidance_scale))
         if bar is not None:
             bar.update(stop)
     return chunks

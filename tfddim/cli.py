@@ -1,13 +1,38 @@
 """The ``tfddim`` command: parses flags and calls a pipeline; no logic of its own.
 
-TensorFlow is imported only by the pipeline a subcommand runs, so ``--help``
-is instant.
+TensorFlow is imported only once the flags are parsed, so ``--help`` is
+instant, and quietly: unless ``--debug`` or ``TF_CPP_MIN_LOG_LEVEL`` is set, TF's
+C++ start-up lines, the Python ``tensorflow``/``absl``/``tf2onnx`` loggers'
+warnings and library deprecation warnings are hidden; progress, results and
+paths are printed by the pipelines and stay.
+
+User errors (a bad value, a missing or unreadable file, an unwritable output
+folder, a damaged export) print one line, ``tfddim CMD: error: ...``, and exit
+with status 2; ``--debug`` (before or after the subcommand) shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import re
 import sys
+import tempfile
+import warnings
+
+# The exceptions that carry a message for the user (json's decode error is a ValueError; the pipelines turn a
+# damaged export's TensorFlow/ONNX Runtime load errors into ValueErrors naming the file). Anything else is a bug
+# and keeps its traceback.
+USER_ERRORS = (ValueError, json.JSONDecodeError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``tfddim sample: error: argument --seed: ...``) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_list(text: str) -> tuple:
@@ -30,6 +55,16 @@ def _float_list(text: str) -> tuple:
     return values
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer >= 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -41,10 +76,14 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfddim",
         description="Denoising diffusion models and fast DDIM sampling in TensorFlow.",
+        epilog="User errors print one line and exit with status 2; --debug (here or after the subcommand) "
+               "shows the traceback and TensorFlow's logs.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of user errors and TensorFlow/absl/tf2onnx logs (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser(
@@ -62,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-timesteps", type=_positive_int, default=1000, help="T of the schedule")
     demo.add_argument("--schedule", default="linear", help="linear, cosine, quad or sigmoid")
     demo.add_argument("--spacing", default="uniform", help="uniform, quad, linspace, trailing, ddimN or a,b,c")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.set_defaults(func=_run_demo)
 
     train = sub.add_parser(
@@ -111,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
     sample.add_argument("--method", choices=("ddim", "dpmpp_2m"), default="ddim",
                         help="ddim (with --eta) or dpmpp_2m: DPM-Solver++(2M), deterministic, better at few steps")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0,
+                        help="x_T and the eta > 0 noise: sample i depends only on (seed, i), not on --batch-size or --backend")
     sample.add_argument("--labels", type=_int_list, default=None, help="class labels, cycled over the samples, e.g. 0,1,2")
     sample.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale w")
-    sample.add_argument("--out", default="samples.png", help="output PNG (default: samples.png)")
+    sample.add_argument("--out", default="runs/samples/samples.png",
+                        help="output PNG, its folder created; checked writable before sampling (default: runs/samples/samples.png)")
     sample.add_argument("--npz", action="store_true", help="also write the samples as .npz")
     sample.add_argument("--batch-size", type=_positive_int, default=256, help="samples per graph call")
     sample.set_defaults(func=_run_sample)
@@ -133,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--epochs", type=_positive_int, default=25, help="training epochs of 200 steps (default 25)")
     pipeline.add_argument("--num-samples", type=_positive_int, default=300, help="samples per evaluated cell")
     pipeline.add_argument("--nll-images", type=int, default=100, help="test images for the NLL bound (0: skip)")
-    pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.add_argument("--seed", type=_seed, default=0)
     pipeline.set_defaults(func=_run_pipeline)
 
     evaluate = sub.add_parser(
@@ -160,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--nll-images", type=int, default=300, help="test images for the NLL bound (0: skip)")
     evaluate.add_argument("--no-figures", action="store_true", help="skip the figures")
     evaluate.add_argument("--batch-size", type=_positive_int, default=500, help="samples per graph call")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--out", default=None, help="output folder (default: RUN_DIR)")
     evaluate.add_argument("--guidance-sweep", action="store_true",
                           help="instead of the study: sweep classifier(-free) guidance scales -> RUN_DIR/guidance.md")
@@ -191,9 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--out", default="saved_models/digits_classifier", help="output folder (evaluation classifier)")
     classifier.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the pipeline's)")
     classifier.add_argument("--batch-size", type=_positive_int, default=64)
-    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--seed", type=_seed, default=0)
     classifier.set_defaults(func=_run_train_classifier)
+    for subparser in sub.choices.values():  # also accepted after the subcommand; SUPPRESS keeps a global --debug
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show tracebacks and TensorFlow's logs")
     return parser
+
+
+def _writable_dir(path: str, flag: str) -> None:
+    """Create ``path`` and check that files can be written in it, before any work whose result goes there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
 
 
 def _given(**kwargs) -> dict:
@@ -202,6 +256,7 @@ def _given(**kwargs) -> dict:
 
 
 def _run_pipeline(args) -> int:
+    _writable_dir(args.runs_dir, "--runs-dir")
     from tfddim.pipelines import full
 
     full.run(full.PipelineConfig(runs_dir=args.runs_dir, name=args.name, epochs=args.epochs,
@@ -231,6 +286,7 @@ def _run_train_classifier(args) -> int:
     from tfddim.pipelines import train_classifier
 
     if args.config is not None:
+        _writable_dir(args.runs_dir, "--runs-dir")
         train_classifier.run_noisy(args.config, args.overrides, runs_dir=args.runs_dir, overwrite=args.overwrite)
         return 0
     train_classifier.run(train_classifier.ClassifierConfig(out_dir=args.out, batch_size=args.batch_size, seed=args.seed,
@@ -250,11 +306,14 @@ def _run_demo(args) -> int:
 def _run_train(args) -> int:
     from tfddim.pipelines import config, train
 
-    train.run(config.load(args.config, args.overrides), runs_dir=args.runs_dir, overwrite=args.overwrite)
+    cfg = config.load(args.config, args.overrides)
+    _writable_dir(args.runs_dir, "--runs-dir")
+    train.run(cfg, runs_dir=args.runs_dir, overwrite=args.overwrite)
     return 0
 
 
 def _run_export(args) -> int:
+    _writable_dir(args.base_dir, "--base-dir")
     from tfddim.pipelines import export
 
     export.run(export.ExportConfig(run_dir=args.run_dir, name=args.name, version=args.version, base_dir=args.base_dir,
@@ -271,13 +330,72 @@ def _run_sample(args) -> int:
     return 0
 
 
+# What TensorFlow's C++ runtime writes to stderr while it is imported, before absl logging is initialised
+# (TF_CPP_MIN_LOG_LEVEL does not reach these): "WARNING: All log messages before absl::InitializeLog() ...",
+# then I/W lines such as "I0000 00:00:1.2 123 port.cc:153] oneDNN custom operations are on ...".
+_IMPORT_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] )")
+
+
+def _quiet_logs(command: str) -> None:
+    """Hide the logs a user does not need (see the module docstring); called before TensorFlow is imported.
+
+    A ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept, and then nothing is hidden from the import. Hiding
+    the CUDA devices would also silence ``failed call to cuInit`` on a machine without a GPU, but log
+    level 3 already does, without touching device placement.
+    """
+    for name in ("tensorflow", "absl", "tf2onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if command in ("export", "sample", "pipeline"):  # the commands that may run ONNX Runtime
+        try:
+            import onnxruntime
+
+            onnxruntime.set_default_logger_severity(3)  # its graph optimiser's warnings ("Removing initializer ...")
+        except ImportError:
+            pass
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if "tensorflow" not in sys.modules:
+        _import_filtered("tensorflow")
+
+
+def _import_filtered(module: str) -> None:
+    """Import ``module`` with file descriptor 2 captured; write back what is not start-up noise."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr descriptor: import as is
+        __import__(module)
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            __import__(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines() if line.strip() and not _IMPORT_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not debug:
+        _quiet_logs(args.command)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as e:  # bad values that only the library can judge (e.g. S > T)
-        parser.exit(2, f"tfddim {args.command}: error: {e}\n")
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the exception's layout
+        parser.exit(2, f"tfddim {args.command}: error: {message}\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import functools
 import importlib.resources
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -119,7 +120,13 @@ def _load_npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"source npz:{path}: no such file")
-    with np.load(path) as f:
+    try:
+        archive = np.load(path)
+        if not hasattr(archive, "files"):  # a plain .npy array
+            raise ValueError("it holds one array, not named arrays (save it with np.savez)")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"source npz:{path}: cannot read it as an .npz file ({e})") from None
+    with archive as f:
         keys = set(f.files)
         image_key = next((k for k in _NPZ_IMAGE_KEYS[split] if k in keys), None)
         if image_key is None and split == "all" and {"x_train", "x_test"} <= keys:
@@ -174,6 +181,22 @@ def _is_image(p: pathlib.Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
+# The leading bytes of the formats tf.io.decode_image reads (IMAGE_EXTENSIONS).
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _check_image_header(root: str, path: str) -> None:
+    """A ``ValueError`` naming ``path`` unless it starts like a PNG, JPEG, GIF or BMP file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ValueError(f"source folder:{root}: cannot read image {path} ({e.strerror or e})") from None
+    if not head.startswith(_IMAGE_MAGIC):
+        raise ValueError(f"source folder:{root}: cannot decode image {path}: not a PNG, JPEG, GIF or BMP file "
+                         "(remove or replace it)")
+
+
 def _scan_folder(root: str) -> _Folder:
     path = pathlib.Path(root)
     if not path.is_dir():
@@ -191,7 +214,12 @@ def _scan_folder(root: str) -> _Folder:
         labels = [0] * len(paths)
     if not paths:
         raise ValueError(f"source folder:{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
-    first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+    for p in paths:  # a header check of every file now, rather than a decode error without a name mid-training
+        _check_image_header(root, p)
+    try:
+        first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+    except tf.errors.OpError as e:
+        raise ValueError(f"source folder:{root}: cannot decode image {paths[0]} ({e.message.splitlines()[0]})") from None
     h, w, c = first.shape
     # Grayscale (with or without alpha) stays one channel; anything else becomes RGB (alpha dropped).
     channels = 1 if c in (1, 2) else 3
