@@ -187,6 +187,7 @@ def _train(cfg, strategy, run_dir) -> dict:
     model.fit(
         dataset, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
         callbacks=callbacks, verbose=cfg.train.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles with the run's seed; Keras' own flag would only warn
     )
     seconds = time.time() - start
     model_path = run_dir.save_network(model.ema_network)
