@@ -50,29 +50,13 @@ def machine() -> dict:
 def exported_network(path: str):
     """An export's network rebuilt in Keras with the SavedModel's weights: ``(net, schedule, export_json, loaded)``.
 
-    The network and the schedule come from the export's configs (read through
-    :mod:`tfddim.export.layout`); ``export_json`` is its manifest as JSON values
-    (:meth:`~tfddim.export.layout.ExportManifest.to_json`). The network's variables take the
-    SavedModel's ``network_weights`` in order (checked by count and shape).
+    :func:`tfddim.export.saved_model.network_from_export` does the work; ``export_json`` is the manifest as JSON
+    values (:meth:`~tfddim.export.layout.ExportManifest.to_json`).
     """
-    import tensorflow as tf
+    from tfddim.export.saved_model import network_from_export
 
-    from tfddim import models
-    from tfddim.diffusion.schedules import Schedule
-    from tfddim.export import layout
-
-    net = models.build(layout.read_model_config(path))
-    schedule = Schedule.from_config(layout.read_schedule_config(path))
-    manifest = layout.read_manifest(path)
-    loaded = tf.saved_model.load(path)
-    net((tf.zeros([1, *manifest.data_shape]), tf.zeros([1], tf.int32)))
-    weights = list(loaded.network_weights)
-    if len(weights) != len(net.weights) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(net.weights, weights)):
-        raise ValueError(f"{path}: network_weights do not match the exported network config "
-                         f"({len(weights)} vs {len(net.weights)} variables)")
-    for variable, value in zip(net.weights, weights):
-        variable.assign(value)
-    return net, schedule, manifest.to_json(), loaded
+    exported = network_from_export(path)
+    return exported.network, exported.schedule, exported.manifest.to_json(), exported.loaded
 
 
 def once(fn: Callable) -> float:

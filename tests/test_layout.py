@@ -17,6 +17,8 @@ from tfddim.export.layout import ExportConditioning, ExportManifest, GuidanceKin
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 SHIPPED = {name: os.path.join(ROOT, "saved_models", name, "1") for name in ("digits", "digits_conditional")}
+# the shipped models' manifests as they were in format 1 (before their re-export with input checks)
+FORMAT1 = {name: os.path.join(ROOT, "tests", "data", "format1", name, "1") for name in SHIPPED}
 SIGNATURES = {"encode": "ddim_inversion", "predict_x0": "network", "sample_dpmpp_2m": "dpmpp_2m",
               "sample_with_noise": "ddim", "serving_default": "ddim"}
 
@@ -99,19 +101,19 @@ def test_a_missing_key_and_a_changed_schedule_are_named(tmp_path, schedule_confi
     ("digits", ExportConditioning()),
     ("digits_conditional", ExportConditioning(GuidanceKind.CLASSIFIER_FREE, 10, 10, True)),
 ])
-def test_the_shipped_format_1_exports_read_into_the_typed_manifest(name, conditioning):
-    raw = json.load(open(layout.ExportLayout(SHIPPED[name]).export_json))
+def test_the_format_1_exports_read_into_the_typed_manifest(name, conditioning):
+    raw = json.load(open(layout.ExportLayout(FORMAT1[name]).export_json))
     assert "format_version" not in raw and isinstance(raw["method"], str)  # format 1, prose method/guidance
-    m = layout.read_manifest(SHIPPED[name])
+    m = layout.read_manifest(FORMAT1[name])
     assert m.format_version == 1 and m.tfddim_version is None
     assert m.conditioning == conditioning and m.num_classes == raw["num_classes"]
     assert m.methods == SIGNATURES and m.signatures == tuple(sorted(SIGNATURES))
     assert (m.spacing, m.clip_x0, m.final_alpha_cumprod) == (Spacing.UNIFORM, (-1.0, 1.0), FinalAlpha.ONE)
     assert m.prediction_type is Prediction.EPSILON and m.learned_variance is False
     assert m.data_shape == (8, 8, 1) and m.num_timesteps == 1000
-    assert m.schedule_sha256 == layout.schedule_sha256(layout.read_schedule_config(SHIPPED[name]))
+    assert m.schedule_sha256 == layout.schedule_sha256(layout.read_schedule_config(FORMAT1[name]))
     # onnx/onnx.json (tfddim-onnx/1) embeds the same format-1 export.json; it reads alone, without schedule.json
-    for path in (SHIPPED[name], layout.ExportLayout(SHIPPED[name]).onnx_dir):
+    for path in (FORMAT1[name], layout.ExportLayout(FORMAT1[name]).onnx_dir):
         onnx = layout.read_onnx_manifest(path)
         assert onnx.format == "tfddim-onnx/1" and onnx.opset == 17 and onnx.num_timesteps == 1000
         assert onnx.export == ExportManifest(**{**vars(m), "schedule_sha256": None})
@@ -120,6 +122,13 @@ def test_the_shipped_format_1_exports_read_into_the_typed_manifest(name, conditi
     upgraded = m.to_json()
     assert upgraded["format_version"] == 2 and upgraded["conditioning"] == conditioning.to_json()
     assert ExportManifest.from_json(upgraded) == ExportManifest(**{**vars(m), "format_version": 2})
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_shipped_exports_are_format_2_with_a_maximum_batch(name):
+    m = layout.read_manifest(SHIPPED[name])
+    assert m.format_version == 2 and m.max_batch == 4096
+    assert m.methods == SIGNATURES and m.data_shape == (8, 8, 1)
 
 
 def test_format_1_classifier_guidance_and_unknown_prose(schedule_config):

@@ -6,8 +6,12 @@ Two backends with one interface (``sample``, ``sample_with_noise``,
 - :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
 - :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
 
-Both check requests in Python first (a ``ValueError`` naming the argument):
-the ONNX graphs carry no assertions. Given the same ``x_T`` and ``noise``,
+Both check requests in Python first, as the SavedModel's graph does (a ``ValueError``
+naming the argument): shapes ``[B, H, W, C]`` with 1 <= B <= ``max_batch`` (from the
+manifest; None for exports written before it existed), NaN/Inf in ``x_T``/``x_0``,
+``noise`` (even at η = 0) and ``guidance_scale``, integer ``labels`` of shape [B]
+(floats are refused, not truncated), scalar ``num_steps``/``eta``/``seed``. The
+ONNX graphs carry no assertions, so for them this is the only check. Given the same ``x_T`` and ``noise``,
 ``sample_with_noise`` agrees between the backends to float32 rounding.
 ``sample`` with η > 0 draws its noise differently: the SavedModel in the graph
 (stateless Philox from ``seed``), the ONNX sampler with numpy from ``seed``
@@ -55,19 +59,55 @@ class _CheckedSampler(abc.ABC):
         """The manifest as JSON values (what ``export.json`` holds in the current format)."""
         return self.manifest.to_json()
 
+    @property
+    def max_batch(self):
+        """The largest batch one call may have (``export.json: max_batch``); None: no limit (older exports)."""
+        return self.manifest.max_batch
+
     # ---------------------------------------------------------------- checks
+    # What the SavedModel's graph checks (tfddim.export.saved_model.SamplerModule._checked), checked here first,
+    # with a ValueError naming the argument: the ONNX graphs cannot assert, and a request refused here costs no
+    # graph call.
     def _x(self, x, name):
         x = np.asarray(x, np.float32)
         if x.ndim != len(self.data_shape) + 1 or tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"{name} must have shape [B, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}")
+        if x.shape[0] < 1:
+            raise ValueError(f"{name} must have a batch of at least 1 sample, got shape {list(x.shape)}")
+        if self.max_batch is not None and x.shape[0] > self.max_batch:
+            raise ValueError(f"{name} has a batch of {x.shape[0]}, more than this export's max_batch = {self.max_batch}; "
+                             "split it into several calls")
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name} contains NaN or Inf")
         return x
 
+    @staticmethod
+    def _int_scalar(value, name, what):
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            shape = f" of shape {list(np.shape(value))}" if np.ndim(value) else ""
+            raise ValueError(f"{name} must be {what}, got {type(value).__name__}{shape} {value!r}")
+        return int(value)
+
     def _steps(self, num_steps):
-        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= self.num_timesteps:
-            raise ValueError(f"num_steps must be an integer in [1, {self.num_timesteps}], got {num_steps!r}")
-        return np.int32(num_steps)
+        what = f"a scalar integer in [1, {self.num_timesteps}]"
+        s = self._int_scalar(num_steps, "num_steps", what)
+        if not 1 <= s <= self.num_timesteps:
+            raise ValueError(f"num_steps must be {what}, got {s}")
+        return np.int32(s)
+
+    def _seed(self, seed):
+        return np.int64(self._int_scalar(seed, "seed", "a scalar integer"))
+
+    @staticmethod
+    def _float_scalar(value, name):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {list(np.shape(value))}")
+        try:
+            return np.float32(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
 
     def _cond(self, labels, guidance_scale, batch) -> dict:
         if self.num_classes is None:
@@ -76,17 +116,23 @@ class _CheckedSampler(abc.ABC):
             return {}
         if labels is None:
             raise ValueError(f"this model is class-conditional: give labels in [0, {self.num_classes})")
-        labels = np.asarray(labels, np.int32).reshape(-1)
-        if labels.shape[0] != batch:
-            raise ValueError(f"labels has {labels.shape[0]} entries for a batch of {batch}")
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
-        return {"labels": labels, "guidance_scale": np.float32(guidance_scale)}
+        arr = np.asarray(labels)
+        if arr.dtype.kind not in "iu":  # a float label is refused, not truncated (0.9 is not class 0)
+            raise ValueError(f"labels must be integers in [0, {self.num_classes}), got {arr.dtype} values")
+        if arr.ndim != 1 or arr.shape[0] != batch:
+            raise ValueError(f"labels must have shape [B] = [{batch}] (one per sample), got {list(arr.shape)}")
+        if arr.min() < 0 or arr.max() >= self.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {arr.min()}..{arr.max()}")
+        scale = self._float_scalar(guidance_scale, "guidance_scale")
+        if not np.isfinite(scale):
+            raise ValueError(f"guidance_scale must be finite, got {scale}")
+        return {"labels": arr.astype(np.int32), "guidance_scale": scale}
 
     def _eta(self, eta):
-        if not 0.0 <= float(eta) <= 1.0:
+        eta = self._float_scalar(eta, "eta")
+        if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
-        return np.float32(eta)
+        return eta
 
     def _noise(self, noise, num_steps, eta, x):
         noise = np.asarray(noise, np.float32)
@@ -95,7 +141,7 @@ class _CheckedSampler(abc.ABC):
         if noise.shape != (int(num_steps), *x.shape):
             raise ValueError(f"noise must have shape {[int(num_steps), *x.shape]}"
                              f"{' (or [0, ...] for eta = 0)' if eta == 0 else ''}, got {list(noise.shape)}")
-        if not np.all(np.isfinite(noise)):
+        if not np.all(np.isfinite(noise)):  # even at eta = 0, where it is unused: garbage in is refused, not ignored
             raise ValueError("noise contains NaN or Inf")
         return noise
 
@@ -169,7 +215,7 @@ class SavedModelSampler(_CheckedSampler):
     def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
         """x₀ from x_T with the noise drawn in the graph from ``seed`` (``serving_default``)."""
         x = self._x(x_T, "x_T")
-        inputs = dict(x_T=x, num_steps=self._steps(num_steps), eta=self._eta(eta), seed=np.int64(seed))
+        inputs = dict(x_T=x, num_steps=self._steps(num_steps), eta=self._eta(eta), seed=self._seed(seed))
         return self._call("serving_default", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
 
 
@@ -209,7 +255,7 @@ class OnnxSampler(_CheckedSampler):
         x = self._x(x_T, "x_T")
         s, eta = self._steps(num_steps), self._eta(eta)
         shape = (int(s) if eta > 0 else 0, *x.shape)
-        noise = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        noise = np.random.default_rng(int(self._seed(seed))).standard_normal(shape).astype(np.float32)
         return self.sample_with_noise(x, int(s), float(eta), noise, labels, guidance_scale)
 
 

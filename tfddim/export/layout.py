@@ -57,6 +57,10 @@ key                      JSON value                         meaning
 ``schedule_sha256``      64 hex digits or null              sha256 of ``schedule.json``'s canonical JSON
                                                             (:func:`schedule_sha256`); checked on reading (null:
                                                             upgraded from format 1 without its schedule)
+``max_batch``            int >= 1 or null                   the largest batch B of one request, checked in the
+                                                            graph and by :mod:`tfddim.runtime` (null: no limit;
+                                                            absent in format 1 and in format-2 files written
+                                                            before it existed, which read as null)
 ======================== ================================== ===================================================
 
 Format versions of ``export.json``:
@@ -67,7 +71,8 @@ Format versions of ``export.json``:
   (``format_version`` 1): conditioning from ``num_classes`` and the prose ``guidance``, methods from
   the signatures (format 1 knew only the five of today's table), prediction ``epsilon``, ``learned_variance``
   and ``network_conditional`` from ``model_config.json``, T and the hash from ``schedule.json``.
-- **2**: the table above. Only format 2 is written (:meth:`ExportManifest.to_json` writes a manifest
+- **2**: the table above (``max_batch`` was added later without a new format number: it is optional on
+  reading, and an export without it checks no maximum batch). Only format 2 is written (:meth:`ExportManifest.to_json` writes a manifest
   read from format 1 upgraded; its ``format_version`` attribute still says 1, where it came from).
 
 ``onnx/onnx.json`` (:class:`OnnxManifest`) keeps its format ``tfddim-onnx/1``: ``opset``,
@@ -94,10 +99,11 @@ from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing
 
 __all__ = [
     "ASSETS_DIR", "EXPORT_JSON", "SCHEDULE_JSON", "MODEL_CONFIG_JSON", "CLASSIFIER_CONFIG_JSON", "METADATA_JSON",
-    "WARMUP_REQUESTS", "ONNX_DIR", "ONNX_MANIFEST", "SAVED_MODEL_PB", "FORMAT_VERSION", "ONNX_FORMAT",
+    "WARMUP_REQUESTS", "ONNX_DIR", "ONNX_MANIFEST", "SAVED_MODEL_PB", "FORMAT_VERSION", "ONNX_FORMAT", "IMAGE_INPUTS",
+    "input_shape",
     "ExportLayout", "GuidanceKind", "ExportConditioning", "ExportManifest", "OnnxGraph", "OnnxManifest",
     "schedule_sha256", "write_json", "write_export_assets", "write_manifest", "read_manifest",
-    "read_schedule_config", "read_model_config", "onnx_folder", "write_onnx_manifest", "read_onnx_manifest",
+    "read_schedule_config", "read_model_config", "read_classifier_config", "read_metadata", "onnx_folder", "write_onnx_manifest", "read_onnx_manifest",
 ]
 
 # ------------------------------------------------------------------ names
@@ -120,6 +126,8 @@ ONNX_NOISE_NOTE = "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an
 # Format 1 wrote exactly these signatures; the solver each ran is history and never changes.
 _FORMAT1_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                     "encode": "ddim_inversion", "predict_x0": "network"}
+# Format-2 keys added after format 2 was first written: absent, they read as None.
+_OPTIONAL_KEYS = ("max_batch",)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -177,6 +185,27 @@ class ExportLayout:
     def onnx_graph(self, signature: str) -> str:
         """``onnx/<signature>.onnx``."""
         return os.path.join(self.onnx_dir, onnx_graph_file(signature))
+
+
+# The image input of each signature (``x_T``, ``x_0`` of ``encode``, ``x_t`` of ``predict_x0``).
+IMAGE_INPUTS = ("x_T", "x_0", "x_t")
+
+
+def input_shape(name: str, data_shape) -> list:
+    """The shape a signature input must have (None: any size): images [B, H, W, C], ``noise`` [S, B, H, W, C],
+    ``labels`` and ``t`` [B], everything else a scalar.
+
+    The SavedModel declares its inputs with unknown shapes and checks these in the graph
+    (:mod:`tfddim.export.saved_model`); the ONNX graphs declare them (:mod:`tfddim.export.onnx`).
+    """
+    data_shape = [int(d) for d in data_shape]
+    if name in IMAGE_INPUTS:
+        return [None, *data_shape]
+    if name == "noise":
+        return [None, None, *data_shape]
+    if name in ("labels", "t"):
+        return [None]
+    return []
 
 
 def onnx_graph_file(signature: str) -> str:
@@ -342,6 +371,7 @@ class ExportManifest:
     schedule_sha256: Optional[str]
     tfddim_version: Optional[str]
     format_version: int = FORMAT_VERSION
+    max_batch: Optional[int] = None
 
     def __post_init__(self):
         where = EXPORT_JSON
@@ -359,7 +389,8 @@ class ExportManifest:
              prediction_type=_enum(Prediction, self.prediction_type, where, "prediction_type"),
              learned_variance=_bool(self.learned_variance, where, "learned_variance"),
              data_shape=_shape(self.data_shape, where),
-             num_timesteps=_int(self.num_timesteps, where, "num_timesteps", 1))
+             num_timesteps=_int(self.num_timesteps, where, "num_timesteps", 1),
+             max_batch=_optional_int(self.max_batch, where, "max_batch", 1))
         sha, tfddim_version = self.schedule_sha256, self.tfddim_version
         if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
             _fail(where, "schedule_sha256", f"must be 64 lower-case hex digits, got {sha!r}")
@@ -389,6 +420,7 @@ class ExportManifest:
             "data_shape": list(self.data_shape),
             "num_timesteps": self.num_timesteps,
             "schedule_sha256": self.schedule_sha256,
+            "max_batch": self.max_batch,
         }
 
     @classmethod
@@ -408,8 +440,9 @@ class ExportManifest:
         version = data.get("format_version", 1)
         if version == 1:
             return _from_format1(data, where, num_timesteps, schedule_sha256, network_config or {})
-        keys = [f.name for f in dataclasses.fields(cls)]
+        keys = [f.name for f in dataclasses.fields(cls) if f.name not in _OPTIONAL_KEYS]
         values = {k: _require(data, k, where) for k in keys}
+        values.update({k: data.get(k) for k in _OPTIONAL_KEYS})  # absent in files written before the key existed
         values["conditioning"] = ExportConditioning.from_json(values["conditioning"], where)
         manifest = cls(**values)
         if data.get("num_classes") != manifest.num_classes:
@@ -515,6 +548,18 @@ def read_schedule_config(version_dir) -> dict:
 def read_model_config(version_dir) -> dict:
     """``assets.extra/model_config.json`` (:func:`tfddim.models.build` takes it)."""
     return _read_json(_as_layout(version_dir).model_config_json, MODEL_CONFIG_JSON)
+
+
+def read_classifier_config(version_dir) -> Optional[dict]:
+    """``assets.extra/classifier_config.json`` of a bundled guidance classifier, or None when there is none."""
+    layout = _as_layout(version_dir)
+    return _read_json(layout.classifier_config_json, CLASSIFIER_CONFIG_JSON) if os.path.exists(layout.classifier_config_json) else None
+
+
+def read_metadata(version_dir) -> Optional[dict]:
+    """``assets.extra/metadata.json`` (the training run's metadata), or None when the export has none."""
+    layout = _as_layout(version_dir)
+    return _read_json(layout.metadata_json, METADATA_JSON) if os.path.exists(layout.metadata_json) else None
 
 
 def read_manifest(version_dir) -> ExportManifest:

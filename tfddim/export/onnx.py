@@ -69,8 +69,13 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     for key in keys:  # the graph's placeholders carry lower-cased names
         if f"{key.lower()}:0" in renames:
             renames[f"{key.lower()}:0"] = key
+    # The SavedModel declares its inputs with unknown shapes (its graph checks them); tf2onnx would take such a
+    # placeholder for a scalar, so it is given the shape each input must have.
+    data_shape = layout.read_manifest(saved_model_dir).data_shape
+    shapes = {f"{key.lower()}:0": layout.input_shape(key, data_shape) for key in keys}
     model, _ = convert.from_graph_def(graph_def, name=signature, input_names=inputs, output_names=outputs,
-                                      opset=opset, tensors_to_rename=renames)
+                                      opset=opset, tensors_to_rename=renames,
+                                      shape_override={name: shape for name, shape in shapes.items() if name in inputs})
     return model
 
 

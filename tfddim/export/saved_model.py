@@ -22,9 +22,16 @@ name                 inputs                                         outputs
 ``predict_x0``       x_t, t [B] i32 (+ labels)                       x_0, eps
 ==================== ============================================== ==============
 
-Inputs are checked in the graph: ``num_steps`` outside [1, T], η < 0 or > 1, a
-label outside [0, num_classes) or NaN/Inf in x_T fail with an
-``InvalidArgumentError`` naming the input. ``sample_with_noise`` takes an
+Every input is checked in the graph before any network op runs, and a bad request
+fails with an ``InvalidArgumentError`` naming the input and what it must be
+(:meth:`SamplerModule._checked`): the rank of every input, H, W, C of the image
+(``x_T``/``x_0``/``x_t``), a batch B from 1 to ``max_batch``
+(:class:`ExportOptions`), ``labels`` and ``t`` of shape [B], ``noise`` of shape
+[S, B, H, W, C] with S = ``num_steps``, scalars that are scalars, NaN/Inf in the
+image, in ``noise`` (even at η = 0) and in ``guidance_scale``, ``num_steps``
+outside [1, T], η outside [0, 1], a label outside [0, num_classes), ``t`` outside
+[0, T). So that the checks cannot be optimised away, the signatures declare
+their inputs with unknown shapes (dtype only; see ``_checked``). ``sample_with_noise`` takes an
 empty ``noise`` ``[0, B, H, W, C]`` for η = 0 (it stands for zeros). Conditional models are exported with
 classifier-free guidance (``guidance_scale`` w; w = 1 is the plain conditional
 model, its null label is ``num_classes``).
@@ -37,17 +44,19 @@ replaced unless ``overwrite=True``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
 import tfddim
-from tfddim import sampling
+from tfddim import models, sampling
 from tfddim.diffusion import steps
 from tfddim.diffusion.kinds import FinalAlpha, Prediction, parse_kind
 from tfddim.diffusion.schedules import Schedule
@@ -57,7 +66,8 @@ from tfddim.export import onnx as onnx_export
 from tfddim.export import warmup as serving_warmup
 from tfddim.sampling import Conditioning
 
-__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "SIGNATURE_METHODS", "ONNX_TOLERANCE"]
+__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "network_from_export",
+           "ExportedNetwork", "SIGNATURE_METHODS", "ONNX_TOLERANCE", "DEFAULT_MAX_BATCH"]
 
 # ONNX Runtime vs the SavedModel on the same inputs, in data units (data lie in [-1, 1]):
 # float32 rounding through a short loop is ~1e-6; 1e-4 is the issue's bound of 1e-4 x range / 2.
@@ -69,6 +79,10 @@ SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sa
                      "encode": "ddim_inversion", "predict_x0": "network"}
 
 
+# The default bound on a request's batch (ExportOptions.max_batch); see there for why there is one.
+DEFAULT_MAX_BATCH = 4096
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
     """What the exported sampler bakes in (recorded in the manifest, :class:`tfddim.export.layout.ExportManifest`).
@@ -78,11 +92,21 @@ class ExportOptions:
             (``uniform``, ``linspace``, ``trailing``): the graph computes the timesteps from ``num_steps``.
         clip_x0: ``(low, high)`` to clip x̂₀ to, or None.
         final_alpha_cumprod: :class:`~tfddim.diffusion.kinds.FinalAlpha`.
+        max_batch: the largest batch B one request may ask for (``export.json: max_batch``), checked in the
+            graph before any network op and by :mod:`tfddim.runtime`; None for no limit. A model server runs
+            every request in one process: memory grows linearly with B (the loop's x, x̂₀ and solver
+            state, the network's activations, twice that under classifier-free guidance), and running out of
+            memory is not an error TensorFlow can return but the process being killed, taking every other
+            request and model with it. The default, 4096, is far above a useful request (``tfddim sample``
+            sends batches of 256) and bounds what one request of the shipped 8×8 models can cost; a client
+            with more samples splits them into requests. For larger images set it from what one request may
+            cost on your server (memory per sample x max_batch must fit beside everything else it serves).
     """
 
     spacing: Spacing = Spacing.UNIFORM
     clip_x0: Optional[tuple] = None
     final_alpha_cumprod: FinalAlpha = FinalAlpha.ONE
+    max_batch: Optional[int] = DEFAULT_MAX_BATCH
 
     def __post_init__(self):
         spacing = parse_kind(Spacing, self.spacing, "spacing")
@@ -93,6 +117,11 @@ class ExportOptions:
         object.__setattr__(self, "final_alpha_cumprod", parse_kind(FinalAlpha, self.final_alpha_cumprod, "final_alpha_cumprod"))
         if self.clip_x0 is not None:
             object.__setattr__(self, "clip_x0", tuple(float(v) for v in self.clip_x0))
+        m = self.max_batch
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or m > 2**31 - 1):
+            raise ValueError(f"max_batch must be None (no limit) or an integer in [1, 2^31 - 1], got {m!r}")
+        if m is not None:
+            object.__setattr__(self, "max_batch", int(m))
 
 
 class SamplerModule(tf.Module):
@@ -138,89 +167,190 @@ class SamplerModule(tf.Module):
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
         self.serving_signatures = self._make_signatures()
 
-    # ------------------------------------------------------------ validation
+    # ------------------------------------------------------------ validation (before any network op)
+    # The signatures declare every input with an unknown shape (dtype only) and check it here. A declared
+    # static shape is enforced neither when a server feeds the graph's placeholders (TF Serving) nor when a
+    # loaded signature is called, and it lets TensorFlow fold a rank or shape assertion away as always true
+    # (measured: a rank assertion on a [None, 8, 8, 1] input never fired). A rank-3 x_T then reaches the
+    # oneDNN convolution kernel at run time, whose layout code aborts the process (``Check failed: index >= 0
+    # && index < num_total_dims``, in MklConvOp::Compute) instead of returning an error.
+    def _checked(self, image: str, inputs: dict) -> dict:
+        """The request's inputs, checked in the graph, with their static shapes set; nothing runs before the checks.
+
+        Three stages, each waiting for the one before, so a request fails on its most basic fault and every
+        check may assume the earlier ones (a dimension is read only once its rank is known): (1) the rank of
+        every input and H, W, C of the image; (2) 1 <= B <= max_batch and the shapes of ``labels``, ``t`` and
+        ``noise`` against B; (3) values: NaN/Inf in the image, ``noise`` (even at η = 0, where it is unused)
+        and ``guidance_scale``, the ranges of ``num_steps``, ``labels`` and ``t``, and the number of noise
+        entries. Each failure is an ``InvalidArgumentError`` naming the input and what it must be.
+        """
+        data = self.data_shape
+        x = inputs[image]
+        shape_x = tf.shape(x)
+        batch = _dims(shape_x, 1)[0]
+        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale") if name in inputs]
+
+        def ranks():
+            out = [_assert(_shape_is(x, [None, *data]),
+                           f"{image} must have shape [B, {', '.join(map(str, data))}] (B >= 1); got shape", shape_x)]
+            for name in scalars:
+                out.append(_assert(tf.equal(tf.rank(inputs[name]), 0), f"{name} must be a scalar; got shape",
+                                   tf.shape(inputs[name])))
+            return out
+
+        def shapes():
+            low, high = 1, self.options.max_batch
+            ok = batch >= low if high is None else tf.logical_and(batch >= low, batch <= high)
+            limit = "at least 1" if high is None else f"from 1 to max_batch = {high}"
+            out = [_assert(ok, f"{image} must have a batch of {limit} samples; got batch", batch)]
+            for name in ("labels", "t"):
+                if name in inputs:
+                    out.append(_assert(_shape_is(inputs[name], [batch]),
+                                       f"{name} must have shape [B] (one entry per sample of {image}); got shape, B:",
+                                       tf.shape(inputs[name]), batch))
+            if "noise" in inputs:
+                out.append(_assert(_shape_is(inputs["noise"], [None, batch, *data]),
+                                   f"noise must have shape [S, B, {', '.join(map(str, data))}] (B of {image}); "
+                                   "got shape, B:", tf.shape(inputs["noise"]), batch))
+            return out
+
+        def values():
+            out = [_assert(_all_finite(x), f"{image} contains NaN or Inf")]
+            if "noise" in inputs:
+                out.append(_assert(_all_finite(inputs["noise"]), "noise contains NaN or Inf"))
+            if "guidance_scale" in inputs:
+                out.append(_assert(_all_finite(inputs["guidance_scale"]), "guidance_scale must be finite; got",
+                                   inputs["guidance_scale"]))
+            if "num_steps" in inputs:
+                T, s = self.num_timesteps, inputs["num_steps"]
+                out += [tf.debugging.assert_greater_equal(s, 1, message="num_steps must be >= 1"),
+                        tf.debugging.assert_less_equal(s, T, message=f"num_steps must be <= T = {T}")]
+            if "labels" in inputs:
+                out += [tf.debugging.assert_greater_equal(inputs["labels"], 0, message="labels must be >= 0"),
+                        tf.debugging.assert_less(inputs["labels"], self.num_classes,
+                                                 message=f"labels must be < num_classes = {self.num_classes}")]
+            if "t" in inputs:
+                out += [tf.debugging.assert_greater_equal(inputs["t"], 0, message="t must be >= 0"),
+                        tf.debugging.assert_less(inputs["t"], self.num_timesteps,
+                                                 message=f"t must be < T = {self.num_timesteps}")]
+            if "noise" in inputs:  # [S, B, ...] with S = num_steps; an empty [0, B, ...] stands for zeros at η = 0
+                n, s = tf.shape(inputs["noise"])[0], inputs["num_steps"]
+                ok = tf.logical_or(tf.equal(n, s), tf.logical_and(tf.equal(n, 0), tf.equal(inputs["eta"], 0.0)))
+                out.append(_assert(ok, "noise must have num_steps entries [S, B, ...] (or 0 entries when eta = 0); "
+                                       "entries, num_steps:", n, s))
+            return out
+
+        checks = []
+        for stage in (ranks, shapes, values):
+            with tf.control_dependencies(checks):
+                checks = stage()
+        # A reshape to the checked shape gives the loop its static shape. Not tf.ensure_shape: in an eager call
+        # (the input shapes known when the function is optimised) its error came ahead of the assertions it
+        # depends on (TF 2.21), and that error names a lower-cased graph tensor, not the input.
+        def checked_shape(name):
+            if name == "noise":  # [S, B, H, W, C]: two sizes given by the request
+                return tf.stack([-1, batch, *data])
+            return [-1 if d is None else d for d in layout.input_shape(name, data)]
+
+        with tf.control_dependencies(checks):
+            out = {name: tf.reshape(value, checked_shape(name)) for name, value in inputs.items()}
+        if "noise" in out:
+            out["noise"].set_shape([None, None, *data])  # a reshape to a shape tensor knows only its length
+        return out
+
     def _timesteps(self, num_steps):
-        T = self.num_timesteps
-        with tf.control_dependencies([
-            tf.debugging.assert_greater_equal(num_steps, 1, message="num_steps must be >= 1"),
-            tf.debugging.assert_less_equal(num_steps, T, message=f"num_steps must be <= T = {T}"),
-        ]):
-            return graph_timesteps(T, tf.identity(num_steps), self.options.spacing)
+        """The in-graph timesteps for a checked ``num_steps`` (in [1, T])."""
+        return graph_timesteps(self.num_timesteps, num_steps, self.options.spacing)
 
     @staticmethod
-    def _noise(noise, timesteps, eta):
-        """Explicit noise ``[S, B, ...]``; an empty ``[0, B, ...]`` stands for zeros when η = 0."""
+    def _noise(noise, timesteps):
+        """A checked ``noise`` ``[S, B, ...]``, an empty ``[0, B, ...]`` padded with zeros to S entries (η = 0)."""
         s, n = tf.size(timesteps), tf.shape(noise)[0]
-        ok = tf.logical_or(tf.equal(n, s), tf.logical_and(tf.equal(n, 0), tf.equal(eta, 0.0)))
-        with tf.control_dependencies([tf.debugging.Assert(ok, [
-            "noise must have num_steps entries [S, B, ...] (or 0 entries when eta = 0); entries, num_steps:", n, s])]):
-            pad = tf.concat([[[0, s - n]], tf.zeros([tf.rank(noise) - 1, 2], tf.int32)], axis=0)
-            padded = tf.pad(noise, pad)
-            padded.set_shape(noise.shape)  # a dynamic pad loses the static [.., H, W, C] the loop needs
-            return padded
-
-    def _labels(self, labels, x):
-        checks = [
-            tf.debugging.assert_greater_equal(labels, 0, message="labels must be >= 0"),
-            tf.debugging.assert_less(labels, self.num_classes, message=f"labels must be < num_classes = {self.num_classes}"),
-            tf.debugging.assert_equal(tf.shape(labels)[0], tf.shape(x)[0], message="labels must have one entry per sample"),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
+        pad = tf.concat([[[0, s - n]], tf.zeros([tf.rank(noise) - 1, 2], tf.int32)], axis=0)
+        padded = tf.pad(noise, pad)
+        padded.set_shape(noise.shape)  # a dynamic pad loses the static [.., H, W, C] the loop needs
+        return padded
 
     # ------------------------------------------------------------ signatures
     def _make_signatures(self):
-        shape = [None, *self.data_shape]
         conditional = self.num_classes is not None
         network_conditional = self.network_classes is not None
-        extra = [tf.TensorSpec([None], tf.int32, name="labels"), tf.TensorSpec([], tf.float32, name="guidance_scale")] if conditional else []
+        # Every input is declared with an unknown shape, its dtype only: _checked checks the shapes (see there).
+        def f32(name):
+            return tf.TensorSpec(None, tf.float32, name=name)
+
+        def i32(name):
+            return tf.TensorSpec(None, tf.int32, name=name)
+
+        def i64(name):
+            return tf.TensorSpec(None, tf.int64, name=name)
+
+        extra = [i32("labels"), f32("guidance_scale")] if conditional else []
+        cond_names = ("labels", "guidance_scale") if conditional else ()
 
         def sample(x_T, num_steps, eta, seed, *cond):
-            return {"x_0": self._sampler.graph_sample(x_T, self._timesteps(num_steps), eta, seed=seed, cond=self._cond(cond, x_T))}
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, eta=eta, seed=seed, **dict(zip(cond_names, cond))))
+            return {"x_0": self._sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), r["eta"], seed=r["seed"],
+                                                      cond=self._cond(r))}
 
         def sample_with_noise(x_T, num_steps, eta, noise, *cond):
-            timesteps = self._timesteps(num_steps)
-            noise = self._noise(noise, timesteps, eta)
-            return {"x_0": self._sampler.graph_sample(x_T, timesteps, eta, noise=noise, cond=self._cond(cond, x_T))}
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, eta=eta, noise=noise, **dict(zip(cond_names, cond))))
+            timesteps = self._timesteps(r["num_steps"])
+            return {"x_0": self._sampler.graph_sample(r["x_T"], timesteps, r["eta"], noise=self._noise(r["noise"], timesteps),
+                                                      cond=self._cond(r))}
 
         def sample_dpmpp_2m(x_T, num_steps, *cond):
-            return {"x_0": self._dpm_sampler.graph_sample(x_T, self._timesteps(num_steps), cond=self._cond(cond, x_T))}
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, **dict(zip(cond_names, cond))))
+            return {"x_0": self._dpm_sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
 
         def encode(x_0, num_steps, *cond):
-            return {"x_T": self._sampler.graph_encode(x_0, self._timesteps(num_steps), cond=self._cond(cond, x_0))}
+            r = self._checked("x_0", dict(x_0=x_0, num_steps=num_steps, **dict(zip(cond_names, cond))))
+            return {"x_T": self._sampler.graph_encode(r["x_0"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
 
         def predict_x0(x_t, t, *labels):
-            y = self._labels(labels[0], x_t) if network_conditional else None
-            with tf.control_dependencies([
-                tf.debugging.assert_greater_equal(t, 0, message="t must be >= 0"),
-                tf.debugging.assert_less(t, self.num_timesteps, message=f"t must be < T = {self.num_timesteps}"),
-            ]):
-                t = tf.identity(t)
-            out = self._sampler.model_fn(x_t, t, y) if network_conditional else self._sampler.model_fn(x_t, t)
+            r = self._checked("x_t", dict(x_t=x_t, t=t, **({"labels": labels[0]} if network_conditional else {})))
+            x_t, t = r["x_t"], r["t"]
+            out = self._sampler.model_fn(x_t, t, r["labels"]) if network_conditional else self._sampler.model_fn(x_t, t)
             eps = out[..., : self.data_shape[-1]]
             ab = steps.select_timestep(self._alphas_cumprod, t, x_t)
             return {"x_0": steps.x0_from_eps(x_t, eps, ab), "eps": eps}
 
         specs = {
-            "serving_default": (sample, [tf.TensorSpec(shape, tf.float32, name="x_T"), tf.TensorSpec([], tf.int32, name="num_steps"),
-                                         tf.TensorSpec([], tf.float32, name="eta"), tf.TensorSpec([], tf.int64, name="seed"), *extra]),
-            "sample_with_noise": (sample_with_noise, [tf.TensorSpec(shape, tf.float32, name="x_T"), tf.TensorSpec([], tf.int32, name="num_steps"),
-                                                      tf.TensorSpec([], tf.float32, name="eta"),
-                                                      tf.TensorSpec([None, *shape], tf.float32, name="noise"), *extra]),
-            "sample_dpmpp_2m": (sample_dpmpp_2m, [tf.TensorSpec(shape, tf.float32, name="x_T"),
-                                                  tf.TensorSpec([], tf.int32, name="num_steps"), *extra]),
-            "encode": (encode, [tf.TensorSpec(shape, tf.float32, name="x_0"), tf.TensorSpec([], tf.int32, name="num_steps"), *extra]),
-            "predict_x0": (predict_x0, [tf.TensorSpec(shape, tf.float32, name="x_t"), tf.TensorSpec([None], tf.int32, name="t"),
-                                        *(extra[:1] if network_conditional else [])]),
+            "serving_default": (sample, [f32("x_T"), i32("num_steps"), f32("eta"), i64("seed"), *extra]),
+            "sample_with_noise": (sample_with_noise, [f32("x_T"), i32("num_steps"), f32("eta"), f32("noise"), *extra]),
+            "sample_dpmpp_2m": (sample_dpmpp_2m, [f32("x_T"), i32("num_steps"), *extra]),
+            "encode": (encode, [f32("x_0"), i32("num_steps"), *extra]),
+            "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else [])]),
         }
         return {name: tf.function(fn, input_signature=sig).get_concrete_function() for name, (fn, sig) in specs.items()}
 
-    def _cond(self, inputs, x) -> Conditioning:
-        """The signature's conditioning inputs (``labels``, ``guidance_scale``, when the export has classes) as one value."""
+    def _cond(self, checked: dict) -> Conditioning:
+        """The checked conditioning inputs (``labels``, ``guidance_scale``, when the export has classes) as one value."""
         if self.num_classes is None:
             return Conditioning()
-        labels, scale = inputs
-        return Conditioning(self._labels(labels, x), scale)
+        return Conditioning(checked["labels"], checked["guidance_scale"])
+
+
+def _assert(condition, message: str, *data):
+    """An assertion whose ``InvalidArgumentError`` reads ``assertion failed: [<message>] [<data>...]``."""
+    return tf.debugging.Assert(condition, [message, *data], summarize=8)
+
+
+def _all_finite(value):
+    return tf.reduce_all(tf.math.is_finite(value))
+
+
+def _dims(shape, n: int):
+    """The first ``n`` entries of a shape vector of any length (-1 where it is shorter), safe to index."""
+    return tf.concat([shape, tf.fill([n], -1)], axis=0)[:n]
+
+
+def _shape_is(value, expected):
+    """Whether ``value``'s run-time shape is ``expected`` (ints, scalar tensors, or None for any size) — for any rank."""
+    shape = tf.shape(value)
+    dims = _dims(shape, len(expected))
+    want = tf.stack([dims[i] if e is None else tf.cast(e, tf.int32) for i, e in enumerate(expected)])
+    return tf.logical_and(tf.equal(tf.size(shape), len(expected)), tf.reduce_all(tf.equal(dims, want)))
 
 
 def export_manifest(module: SamplerModule) -> layout.ExportManifest:
@@ -247,7 +377,51 @@ def export_manifest(module: SamplerModule) -> layout.ExportManifest:
         num_timesteps=module.num_timesteps,
         schedule_sha256=layout.schedule_sha256(json.loads(module.schedule_json)),
         tfddim_version=tfddim.__version__,
+        max_batch=module.options.max_batch,
     )
+
+
+class ExportedNetwork(NamedTuple):
+    """What :func:`network_from_export` rebuilds from a version folder."""
+
+    network: object  #: the Keras network, with the SavedModel's weights
+    schedule: Schedule
+    manifest: layout.ExportManifest
+    classifier: object  #: the bundled guidance classifier with its weights, or None
+    loaded: object  #: the SavedModel, as ``tf.saved_model.load`` returns it
+
+
+def _rebuilt(config: dict, variables, data_shape, where: str, what: str):
+    """A Keras model built from its config and given the SavedModel's ``variables`` in order (checked)."""
+    model = models.build(config)
+    labels = (tf.zeros([1], tf.int32),) if getattr(model, "num_classes", None) is not None and what == "network" else ()
+    model((tf.zeros([1, *data_shape]), tf.zeros([1], tf.int32), *labels))
+    variables = list(variables)
+    if len(variables) != len(model.weights) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(model.weights, variables)):
+        raise ValueError(f"{where}: the SavedModel's {what}_weights do not match the exported {what} config "
+                         f"({len(variables)} vs {len(model.weights)} variables, or their shapes)")
+    for variable, value in zip(model.weights, variables):
+        variable.assign(value)
+    return model
+
+
+def network_from_export(version_dir: str) -> ExportedNetwork:
+    """An export's network (and bundled classifier) rebuilt in Keras with the SavedModel's weights.
+
+    The network and the schedule come from the export's configs (``model_config.json``, ``schedule.json``,
+    read through :mod:`tfddim.export.layout`); the network's variables take the SavedModel's
+    ``network_weights`` in order (checked by count and shape), a classifier's its ``classifier_weights``.
+    This is what re-exporting a model with a newer tfddim starts from (``tools/reexport_shipped.py``).
+    """
+    manifest = layout.read_manifest(version_dir)
+    schedule = Schedule.from_config(layout.read_schedule_config(version_dir))
+    loaded = tf.saved_model.load(version_dir)
+    network = _rebuilt(layout.read_model_config(version_dir), loaded.network_weights, manifest.data_shape,
+                       version_dir, "network")
+    classifier_config = layout.read_classifier_config(version_dir)
+    classifier = None if classifier_config is None else _rebuilt(
+        classifier_config, loaded.classifier_weights, manifest.data_shape, version_dir, "classifier")
+    return ExportedNetwork(network, schedule, manifest, classifier, loaded)
 
 
 def _keras_config(model) -> dict:
@@ -272,9 +446,113 @@ def _check(path: str, module: SamplerModule):
         args.update(labels=tf.zeros([2], tf.int32), guidance_scale=tf.constant(1.0))
     want = module.serving_signatures["serving_default"](**args)["x_0"].numpy()
     got = loaded.signatures["serving_default"](**args)["x_0"].numpy()
+    if not np.all(np.isfinite(want)):
+        raise ValueError("export check failed: the network's samples contain NaN/Inf (a diverged run?)")
     if not np.allclose(got, want, rtol=1e-5, atol=1e-6):
         raise RuntimeError(f"export check failed: reloaded model differs by {np.abs(got - want).max()}")
     return loaded
+
+
+# ------------------------------------------------------------ crash-safe version folders
+# Hidden names in base_dir (TF Serving loads only folders named by an integer, so it never sees them):
+#   .tmp-<version>-<pid>-<random>   an export being written by process <pid>
+#   .old-<version>-<pid>            the version an overwrite by <pid> has moved aside
+_TMP_NAME = re.compile(r"^\.tmp-(\d+)-(\d+)-")
+_OLD_NAME = re.compile(r"^\.old-(\d+)-(\d+)$")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists (one we may not signal still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's live process
+        return False
+    return False
+
+
+def _complete(version_dir: str) -> bool:
+    return os.path.isfile(layout.ExportLayout(version_dir).saved_model_pb)
+
+
+def _recover(base_dir: str, version: int) -> None:
+    """Finish or undo what killed exports left in ``base_dir`` (see :func:`export_saved_model`).
+
+    A leftover is stale when its process is gone, or when it is this process's own for ``version``
+    (an earlier export of it here failed without cleaning up; one process exports a version at a time).
+    Stale temporary folders are deleted. A stale ``.old-<v>-<pid>`` is deleted when ``<v>`` is a complete
+    export (the new one was in place), and renamed back to ``<v>`` when ``<v>`` is missing or has no
+    ``saved_model.pb`` (the kill came between moving the old one aside and moving the new one in).
+    """
+    if not os.path.isdir(base_dir):
+        return
+    me = os.getpid()
+
+    def stale(v: str, pid: str) -> bool:
+        return (int(pid) == me and int(v) == version) or (int(pid) != me and _process_gone(int(pid)))
+
+    for entry in sorted(os.listdir(base_dir)):
+        path = os.path.join(base_dir, entry)
+        old, tmp = _OLD_NAME.match(entry), _TMP_NAME.match(entry)
+        if old and stale(*old.groups()):
+            final = os.path.join(base_dir, str(int(old.group(1))))
+            if _complete(final):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            if os.path.lexists(final):  # a partial folder (a kill inside an old-style rmtree): the old export wins
+                shutil.rmtree(final)
+            os.rename(path, final)
+            print(f"tfddim export: restored {final} from {entry}, left by an interrupted --overwrite")
+        elif tmp and stale(*tmp.groups()):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not Linux, or a libc before glibc 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):  # the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _install(tmp: str, final: str, base_dir: str, version: int) -> None:
+    """Move the finished export ``tmp`` to ``final``, replacing a complete old version crash-safely."""
+    if not os.path.lexists(final):
+        os.rename(tmp, final)
+        return
+    if _exchange(tmp, final):  # final is the new export in one step; tmp now holds the old one
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = os.path.join(base_dir, f".old-{version}-{os.getpid()}")
+    os.rename(final, old)  # 1. the old export aside (under a name a model server ignores)
+    try:
+        os.rename(tmp, final)  # 2. the new one in
+    except BaseException:
+        try:
+            os.rename(old, final)
+        except OSError:
+            pass  # left for _recover on the next export
+        raise
+    shutil.rmtree(old, ignore_errors=True)  # 3. the old one gone
+
+
+def _check_finite_weights(model, what: str) -> None:
+    """Refuse NaN/Inf weights before tracing: the export would run, and serve NaN images."""
+    for weight in model.weights:
+        value = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            name = getattr(weight, "path", None) or getattr(weight, "name", "?")
+            raise ValueError(f"{what} weights contain NaN/Inf (a diverged run?): {name}")
 
 
 def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, version: int = 1,
@@ -282,6 +560,25 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
                        overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None,
                        classifier=None) -> str:
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
+
+    Crash safety: a model server polling ``base_dir`` sees a version folder only when it is a complete
+    export, and with ``overwrite`` at every instant either the complete old one or the complete new one.
+    The export is written to ``.tmp-<version>-<pid>-*`` and checked; then
+
+    - a new version: one ``rename`` to ``<version>``;
+    - replacing one, where the file system can (Linux ``renameat2`` ``RENAME_EXCHANGE``: ext4, xfs,
+      btrfs, tmpfs): the two folders are swapped in one atomic step, then the old one is deleted;
+    - elsewhere, three steps: 1. rename ``<version>`` to ``.old-<version>-<pid>``, 2. rename the new
+      one to ``<version>``, 3. delete the old one. Between 1 and 2 the version is briefly absent
+      (a server keeps serving what it loaded), never partial.
+
+    Folders whose names are not integers are invisible to TF Serving. Every export first recovers
+    what killed ones left (``_recover``): a ``.tmp-*`` or ``.old-*`` folder whose process is gone is
+    deleted, except an ``.old-<version>-*`` beside a missing or incomplete (no ``saved_model.pb``)
+    ``<version>``, which is renamed back to ``<version>`` (a kill between steps 1 and 2).
+
+    Network (and classifier) weights with NaN or Inf are refused with a ``ValueError`` naming the
+    variable, before anything is traced or written.
 
     Args:
         onnx: also write ``onnx/`` (:mod:`tfddim.export.onnx`), checked against the SavedModel.
@@ -293,17 +590,22 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
     final = os.path.join(base_dir, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) or a new --version")
-    os.makedirs(base_dir, exist_ok=True)
+    _recover(base_dir, version)
+    if os.path.lexists(final) and not overwrite:
+        incomplete = "" if _complete(final) else f" but is not a complete export (no {layout.SAVED_MODEL_PB})"
+        raise FileExistsError(f"{final} exists{incomplete}; pass overwrite=True (--overwrite) or a new --version")
     if onnx and classifier is not None:
         # Measured with tf2onnx 1.17: the guidance gradient inside the loop brings TF gradient ops
         # (ShapeN from the convolutions' gradients, BroadcastGradientArgs) that it has no handler for.
         raise ValueError("ONNX export of classifier guidance is not supported: tf2onnx cannot convert the gradient "
                          "ops of ∇ log p(y|x_t) inside the loop; export without --onnx (the SavedModel has it), "
                          "or use classifier-free guidance")
+    _check_finite_weights(network, "network")
+    if classifier is not None:
+        _check_finite_weights(classifier, "classifier")
+    os.makedirs(base_dir, exist_ok=True)
     module = SamplerModule(network, schedule, data_shape, options, classifier=classifier)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=base_dir)
     try:
         tf.saved_model.save(module, tmp, signatures=module.serving_signatures)
         _write_assets(tmp, module, metadata)
@@ -322,9 +624,7 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
             if gap > ONNX_TOLERANCE:
                 raise RuntimeError(f"ONNX check failed: ONNX Runtime differs from the SavedModel by {gap:.3g}")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model server may run as another user
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        _install(tmp, final, base_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
