@@ -204,3 +204,14 @@ def test_history_reads_back_and_is_empty_when_missing(tmp_path):
     assert run.read_history() == []
     run.write_history([{"loss": 1.0}, {"loss": 0.5}])
     assert run.read_history() == [{"loss": 1.0}, {"loss": 0.5}]
+
+
+def test_a_damaged_model_file_is_named(tmp_path):
+    from tfddim.runs import RunDir
+
+    run = RunDir(str(tmp_path / "damaged"))
+    os.makedirs(run.path, exist_ok=True)
+    with open(run.model_path, "wb") as f:
+        f.write(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(ValueError, match="model.keras cannot be read.*damaged"):
+        run.load_network()

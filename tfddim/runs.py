@@ -173,7 +173,11 @@ class RunDir:
 
         import tfddim.models  # noqa: F401  (registers the networks for load_model)
 
-        return keras.models.load_model(path)
+        try:
+            return keras.models.load_model(path)
+        except (OSError, ValueError, KeyError, EOFError) as e:  # a truncated zip, a damaged config or weights file
+            raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else e!r}); "
+                             "the file is damaged: train the run again or restore it") from e
 
     def load_classifier(self, kind: str = "classifier"):
         """``model.keras`` of a noise-aware classifier run; a ``ValueError`` if it holds another network."""
