@@ -32,9 +32,10 @@ def samples_from(path):
 
 
 def copy_of(uncond, tmp_path) -> str:
-    """The session's tiny export copied, so the tests may break it."""
+    """The session's tiny export (its version folder only: other tests leave files beside it) copied, to break."""
     base = str(tmp_path / "tiny")
-    shutil.copytree(uncond[1], base)
+    os.makedirs(base)
+    shutil.copytree(uncond[2], os.path.join(base, os.path.basename(uncond[2])))
     return base
 
 
