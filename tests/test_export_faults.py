@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tfddim import export
-from tfddim.export import saved_model
+from tfddim.export import saved_model, versions
 
 CLIP = export.ExportOptions(clip_x0=(-1, 1))  # the options of the session's `uncond` export
 
@@ -44,7 +44,7 @@ def test_a_kill_between_the_overwrite_steps_leaves_the_old_version_to_restore(un
     base = copy_of(uncond, tmp_path)
     pb = os.path.join(base, "1", "saved_model.pb")
     before = open(pb, "rb").read()
-    monkeypatch.setattr(saved_model, "_exchange", lambda a, b: False)  # the three-rename path (no RENAME_EXCHANGE)
+    monkeypatch.setattr(versions, "_exchange", lambda a, b: False)  # the three-rename path (no RENAME_EXCHANGE)
     real_rename, renames = os.rename, []
 
     def killed_after_the_first_rename(src, dst, *args, **kwargs):

@@ -39,15 +39,17 @@ model, its null label is ``num_classes``).
 Writing is atomic: the export goes to a temporary folder, is reloaded and run
 (and its ONNX graphs run in ONNX Runtime against it), and only then renamed to its version number; an existing version is never
 replaced unless ``overwrite=True``.
+
+Why this module passes 400 lines: it owns the exported ``tf.Module`` whole, its signatures with the
+input checks that keep a bad request from reaching a kernel, the manifest it records, the rebuild of a
+network from an export, and the writer; the version-folder protocol is :mod:`tfddim.export.versions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
-import re
 import shutil
 import tempfile
 from typing import NamedTuple, Optional
@@ -61,7 +63,7 @@ from tfddim.diffusion import steps
 from tfddim.diffusion.kinds import FinalAlpha, Prediction, parse_kind
 from tfddim.diffusion.schedules import Schedule
 from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing, graph_timesteps
-from tfddim.export import layout
+from tfddim.export import layout, versions
 from tfddim.export import onnx as onnx_export
 from tfddim.export import warmup as serving_warmup
 from tfddim.sampling import Conditioning
@@ -453,99 +455,6 @@ def _check(path: str, module: SamplerModule):
     return loaded
 
 
-# ------------------------------------------------------------ crash-safe version folders
-# Hidden names in base_dir (TF Serving loads only folders named by an integer, so it never sees them):
-#   .tmp-<version>-<pid>-<random>   an export being written by process <pid>
-#   .old-<version>-<pid>            the version an overwrite by <pid> has moved aside
-_TMP_NAME = re.compile(r"^\.tmp-(\d+)-(\d+)-")
-_OLD_NAME = re.compile(r"^\.old-(\d+)-(\d+)$")
-
-
-def _process_gone(pid: int) -> bool:
-    """Whether no process ``pid`` exists (one we may not signal still exists)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: another user's live process
-        return False
-    return False
-
-
-def _complete(version_dir: str) -> bool:
-    return os.path.isfile(layout.ExportLayout(version_dir).saved_model_pb)
-
-
-def _recover(base_dir: str, version: int) -> None:
-    """Finish or undo what killed exports left in ``base_dir`` (see :func:`export_saved_model`).
-
-    A leftover is stale when its process is gone, or when it is this process's own for ``version``
-    (an earlier export of it here failed without cleaning up; one process exports a version at a time).
-    Stale temporary folders are deleted. A stale ``.old-<v>-<pid>`` is deleted when ``<v>`` is a complete
-    export (the new one was in place), and renamed back to ``<v>`` when ``<v>`` is missing or has no
-    ``saved_model.pb`` (the kill came between moving the old one aside and moving the new one in).
-    """
-    if not os.path.isdir(base_dir):
-        return
-    me = os.getpid()
-
-    def stale(v: str, pid: str) -> bool:
-        return (int(pid) == me and int(v) == version) or (int(pid) != me and _process_gone(int(pid)))
-
-    for entry in sorted(os.listdir(base_dir)):
-        path = os.path.join(base_dir, entry)
-        old, tmp = _OLD_NAME.match(entry), _TMP_NAME.match(entry)
-        if old and stale(*old.groups()):
-            final = os.path.join(base_dir, str(int(old.group(1))))
-            if _complete(final):
-                shutil.rmtree(path, ignore_errors=True)
-                continue
-            if os.path.lexists(final):  # a partial folder (a kill inside an old-style rmtree): the old export wins
-                shutil.rmtree(final)
-            os.rename(path, final)
-            print(f"tfddim export: restored {final} from {entry}, left by an interrupted --overwrite")
-        elif tmp and stale(*tmp.groups()):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # not Linux, or a libc before glibc 2.28
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):  # the file system cannot exchange
-        return False
-    raise OSError(err, os.strerror(err), b)
-
-
-def _install(tmp: str, final: str, base_dir: str, version: int) -> None:
-    """Move the finished export ``tmp`` to ``final``, replacing a complete old version crash-safely."""
-    if not os.path.lexists(final):
-        os.rename(tmp, final)
-        return
-    if _exchange(tmp, final):  # final is the new export in one step; tmp now holds the old one
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = os.path.join(base_dir, f".old-{version}-{os.getpid()}")
-    os.rename(final, old)  # 1. the old export aside (under a name a model server ignores)
-    try:
-        os.rename(tmp, final)  # 2. the new one in
-    except BaseException:
-        try:
-            os.rename(old, final)
-        except OSError:
-            pass  # left for _recover on the next export
-        raise
-    shutil.rmtree(old, ignore_errors=True)  # 3. the old one gone
-
-
 def _check_finite_weights(model, what: str) -> None:
     """Refuse NaN/Inf weights before tracing: the export would run, and serve NaN images."""
     for weight in model.weights:
@@ -562,20 +471,8 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
 
     Crash safety: a model server polling ``base_dir`` sees a version folder only when it is a complete
-    export, and with ``overwrite`` at every instant either the complete old one or the complete new one.
-    The export is written to ``.tmp-<version>-<pid>-*`` and checked; then
-
-    - a new version: one ``rename`` to ``<version>``;
-    - replacing one, where the file system can (Linux ``renameat2`` ``RENAME_EXCHANGE``: ext4, xfs,
-      btrfs, tmpfs): the two folders are swapped in one atomic step, then the old one is deleted;
-    - elsewhere, three steps: 1. rename ``<version>`` to ``.old-<version>-<pid>``, 2. rename the new
-      one to ``<version>``, 3. delete the old one. Between 1 and 2 the version is briefly absent
-      (a server keeps serving what it loaded), never partial.
-
-    Folders whose names are not integers are invisible to TF Serving. Every export first recovers
-    what killed ones left (``_recover``): a ``.tmp-*`` or ``.old-*`` folder whose process is gone is
-    deleted, except an ``.old-<version>-*`` beside a missing or incomplete (no ``saved_model.pb``)
-    ``<version>``, which is renamed back to ``<version>`` (a kill between steps 1 and 2).
+    export, and with ``overwrite`` at every instant either the complete old one or the complete new one
+    (:mod:`tfddim.export.versions` has the protocol and the recovery after a kill).
 
     Network (and classifier) weights with NaN or Inf are refused with a ``ValueError`` naming the
     variable, before anything is traced or written.
@@ -590,9 +487,9 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
     final = os.path.join(base_dir, str(version))
-    _recover(base_dir, version)
+    versions.recover(base_dir, version)
     if os.path.lexists(final) and not overwrite:
-        incomplete = "" if _complete(final) else f" but is not a complete export (no {layout.SAVED_MODEL_PB})"
+        incomplete = "" if versions.complete(final) else f" but is not a complete export (no {layout.SAVED_MODEL_PB})"
         raise FileExistsError(f"{final} exists{incomplete}; pass overwrite=True (--overwrite) or a new --version")
     if onnx and classifier is not None:
         # Measured with tf2onnx 1.17: the guidance gradient inside the loop brings TF gradient ops
@@ -624,7 +521,7 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
             if gap > ONNX_TOLERANCE:
                 raise RuntimeError(f"ONNX check failed: ONNX Runtime differs from the SavedModel by {gap:.3g}")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model server may run as another user
-        _install(tmp, final, base_dir, version)
+        versions.install(tmp, final, base_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
