@@ -28,6 +28,7 @@ replaced by building the optimizer up front (:meth:`NoisedTrainer._maybe_symboli
 
 from __future__ import annotations
 
+import abc
 import enum
 
 import keras
@@ -66,7 +67,7 @@ def _is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-class NoisedTrainer(keras.Model):
+class NoisedTrainer(keras.Model, metaclass=abc.ABCMeta):
     """Trains ``network`` on q_sample-noised examples; keeps an EMA copy for sampling, guidance and export.
 
     Subclasses implement :meth:`compute_losses`, :meth:`update_metrics`,
@@ -193,17 +194,17 @@ class NoisedTrainer(keras.Model):
         return x_t, t, eps, y, weights
 
     # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
     def _unpack(self, data):
         """``(x₀, y)`` of a dataset batch: x₀ float32, y int32 or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def compute_losses(self, network, x0, x_t, t, eps, y, weights, training):
         """Per-example values for one batch; the first is the loss the step minimises (its mean)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update_metrics(self, t, values):
         """Feed :meth:`compute_losses`' ``values`` to the trackers; return :meth:`_logs`."""
-        raise NotImplementedError
 
     def after_train_step(self, t, weights, values):
         """Called after each optimizer step with the step's draws and per-example values (nothing by default)."""
