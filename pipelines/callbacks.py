@@ -70,7 +70,7 @@ class SampleGrid(keras.callbacks.Callback):
             options = {"clip_x0": tuple(s.clip_x0)} if s.clip_x0 else {}
             sampler = model.sampler(method=s.method, **options)
             num_t = model.schedule.num_timesteps
-            taus = schedules.spaced_timesteps(num_t, min(s.num_steps, num_t), s.spacing)
+            taus = schedules.spaced_timesteps(num_t, min(s.num_steps, num_t), s.spacing, schedule=model.schedule)
             labels = np.arange(n, dtype=np.int32) % model.num_classes if model.num_classes else None
             eta = s.eta if s.method == "ddim" else 0.0
             self._grid_model, self._request = model, (sampler, x_T, taus, eta, labels)

@@ -74,7 +74,7 @@ def _study(config: DemoConfig) -> dict:
     from tfddim.evaluation.distances import sliced_wasserstein
 
     sched = schedules.get(config.schedule, num_timesteps=config.num_timesteps)
-    all_taus = {s: schedules.spaced_timesteps(config.num_timesteps, s, spacing=config.spacing) for s in config.steps}
+    all_taus = {s: schedules.spaced_timesteps(config.num_timesteps, s, spacing=config.spacing, schedule=sched) for s in config.steps}
     mix = mixture.ring(8, radius=4.0, std=0.5)
     model_fn = mix.eps_fn(sched)
     rng = np.random.default_rng(config.seed)

@@ -98,13 +98,14 @@ def _check(taus, T, S):
     assert taus.min() >= 0 and taus.max() <= T - 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_every_named_spacing_gives_exactly_s_valid_steps(data):
     T = data.draw(st.integers(2, 5000), label="T")
     S = data.draw(st.integers(1, T), label="S")
-    for name in ("uniform", "quad", "linspace", "trailing"):
-        _check(spaced(T, S, name), T, S)
+    sched = schedules.from_betas(np.linspace(1e-4, 0.02, T))  # DDPM's β range at any T
+    for name in ("uniform", "quad", "linspace", "trailing", "logsnr", "karras", "time_quadratic"):
+        _check(spaced(T, S, name, schedule=sched), T, S)
 
 
 @settings(max_examples=200, deadline=None)
@@ -141,21 +142,80 @@ def test_too_many_or_too_few_steps_raise(T, data):
             spaced(T, S, name)
 
 
-@pytest.mark.parametrize("spacing", ["uniform", "linspace", "trailing"])
-@pytest.mark.parametrize("T", [2, 7, 50, 1000, 4000])
-def test_graph_version_equals_the_numpy_version(T, spacing):
+GRAPH_NAMES = ["uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic"]
+
+
+GRAPH_CASES = [(T, "linear", name) for T in (2, 7, 50, 1000, 4000) for name in GRAPH_NAMES] + [
+    (T, schedule, name) for T, schedule in ((7, "cosine"), (1000, "cosine"), (1000, "zero_snr")) for name in ("logsnr", "karras")]
+
+
+@pytest.mark.parametrize("T, schedule, spacing", GRAPH_CASES)
+def test_graph_version_equals_the_numpy_version(T, schedule, spacing):
     """The exports compute their timesteps from a tensor S (graph_timesteps); every S gives spaced_timesteps."""
     import tensorflow as tf
 
     from tfddim.diffusion.spacing import graph_timesteps
 
-    fn = tf.function(lambda s: graph_timesteps(T, s, spacing), input_signature=[tf.TensorSpec([], tf.int32)])
+    if schedule == "linear":
+        sched = schedules.from_betas(np.linspace(1e-4, 0.02, T))  # DDPM's β range at any T
+    else:
+        sched = schedules.get("linear" if schedule == "zero_snr" else schedule, T, zero_terminal_snr=schedule == "zero_snr")
+    fn = tf.function(lambda s: graph_timesteps(T, s, spacing, schedule=sched), input_signature=[tf.TensorSpec([], tf.int32)])
     for S in sorted({s for s in (1, 2, 3, T // 3, T // 2, T - 1, T) if 1 <= s <= T} | set(range(1, min(T, 60) + 1))):
-        np.testing.assert_array_equal(fn(tf.constant(S)).numpy(), spaced(T, S, spacing), err_msg=f"S={S}")
+        np.testing.assert_array_equal(fn(tf.constant(S)).numpy(), spaced(T, S, spacing, schedule=sched), err_msg=f"S={S}")
 
 
 def test_graph_version_refuses_a_spacing_it_cannot_compute():
     from tfddim.diffusion.spacing import graph_timesteps
 
     with pytest.raises(ValueError, match="cannot be computed in a graph"):
-        graph_timesteps(100, 10, "quad")
+        graph_timesteps(100, 10, "10,20")
+    with pytest.raises(ValueError, match="schedule="):
+        graph_timesteps(100, 10, "logsnr")
+
+
+def test_logsnr_is_uniform_in_lambda_up_to_rounding():
+    """Each step lands on the level nearest its target λ: |λ_τ − target| ≤ half the local λ gap (where unpushed)."""
+    sched = schedules.get("linear", 1000)
+    lam = sched.half_log_snr
+    taus = spaced(1000, 20, "logsnr", schedule=sched)[::-1]
+    targets = np.linspace(lam[0], lam[-1], 20)
+    gaps = np.abs(np.diff(lam))
+    for t, target in zip(taus, targets):
+        local = max(gaps[max(t - 1, 0)], gaps[min(t, 998)])
+        assert abs(lam[t] - target) <= local / 2 + 1e-12, (t, target)
+    assert taus[0] == 0 and taus[-1] == 999
+
+
+def test_karras_follows_edm_sigmas():
+    """σ_k = (σ_min^{1/7} + k/(S−1)(σ_max^{1/7} − σ_min^{1/7}))^7 with σ = e^{−λ}: the nearest level in λ."""
+    sched = schedules.get("linear", 1000)
+    lam = sched.half_log_snr
+    S = 12
+    sig = np.exp(-lam)
+    edm = (sig[0] ** (1 / 7) + np.arange(S) / (S - 1) * (sig[-1] ** (1 / 7) - sig[0] ** (1 / 7))) ** 7
+    want = np.array([np.argmin(np.abs(lam + np.log(s))) for s in edm])
+    got = spaced(1000, S, "karras", schedule=sched)[::-1]
+    assert len(np.unique(want)) == S  # no collisions at this S, so the push rule does not act
+    np.testing.assert_array_equal(got, want)
+
+
+def test_time_quadratic_is_dpm_solvers():
+    """DPM-Solver's t = (√(1/N) + k/(S−1)(1 − √(1/N)))² in (0, 1], discrete T·t − 1."""
+    S = 10
+    t = (np.sqrt(1e-3) + np.arange(S) / (S - 1) * (1 - np.sqrt(1e-3))) ** 2
+    np.testing.assert_array_equal(spaced(1000, S, "time_quadratic")[::-1], np.round(1000 * t - 1).astype(int))
+
+
+def test_zero_terminal_snr_still_starts_at_pure_noise():
+    sched = schedules.get("linear", 1000, zero_terminal_snr=True)
+    for name in ("logsnr", "karras"):
+        taus = spaced(1000, 10, name, schedule=sched)
+        assert taus[0] == 999 and taus[-1] == 0 and np.all(np.diff(taus) < 0)
+
+
+def test_schedule_spacings_need_the_schedule():
+    with pytest.raises(ValueError, match="schedule="):
+        spaced(1000, 10, "logsnr")
+    with pytest.raises(ValueError, match="timesteps"):
+        spaced(100, 10, "karras", schedule=schedules.get("linear", 1000))

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_int_list, default=(5, 10, 20, 50, 100, 1000), help="step counts, e.g. 5,10,20")
     demo.add_argument("--num-timesteps", type=_positive_int, default=1000, help="T of the schedule")
     demo.add_argument("--schedule", default="linear", help="linear, cosine, quad or sigmoid")
-    demo.add_argument("--spacing", default="uniform", help="uniform, quad, linspace, trailing, ddimN or a,b,c")
+    demo.add_argument("--spacing", default="uniform", help="uniform, quad, linspace, trailing, logsnr, karras, time_quadratic, ddimN or a,b,c")
     demo.add_argument("--seed", type=_seed, default=0)
     demo.set_defaults(func=_run_demo)
 

@@ -1,7 +1,13 @@
 """Timestep selection for accelerated sampling: which S of the T levels to visit.
 
 Every spacing yields exactly S unique, strictly descending integer timesteps
-in [0, T−1]. The sampler steps from ``timesteps[i]`` to ``timesteps[i+1]``
+in [0, T−1]. The last three named spacings are continuous recipes rounded to
+integers: their rounded, ascending list a is made unique by
+c_i = min(max_{j≤i}(a_j − j), T − S) + i (collisions pushed up, the top kept
+inside [0, T−1]), the same rule ``quad`` uses; with S = 1 they give [T−1]
+(one step from pure noise). ``logsnr`` and ``karras`` place the top step at
+T−1 even under zero terminal SNR (λ_{T−1} = −∞), where their grid ends at
+λ_{T−2}. The sampler steps from ``timesteps[i]`` to ``timesteps[i+1]``
 (the next element of the list, never ``t − T//S``) and from the last element
 to the clean level.
 
@@ -15,6 +21,12 @@ ours           formula (0-based, ascending)          DDIM paper / code          
 ``linspace``   τ_i = round(i·(T−1)/(S−1))            —                           "linspace"; iDDPM's
                                                                                 strided sampling
 ``trailing``   τ_i = round(T − i·T/S) − 1 (desc.)    —                           "trailing"
+``logsnr``     nearest t to λ uniform in               DPM-Solver "logSNR"         —
+               [λ_{T−1}, λ_0] (needs the schedule)
+``karras``     nearest t in λ to EDM's σ_i, ρ = 7,   EDM (Karras et al. 2022)    ``use_karras_sigmas``
+               σ = e^{−λ} (needs the schedule)
+``time_        ⌊T·(√(1/T) + i/(S−1)·(1−√(1/T)))² − 1⌉ DPM-Solver                  —
+quadratic``                                          "time_quadratic"
 ``"ddimN"``    range(0, T, k) with exactly N items   —                           iDDPM "ddimN"
 ``"a,b,c"``    counts a, b, c over equal sections    —                           iDDPM section counts
 list           your own, strictly descending         —                           ``timesteps=[...]``
@@ -29,7 +41,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-__all__ = ["Spacing", "Sections", "DdimStride", "Explicit", "SpacingSpec", "parse_spacing", "spaced_timesteps", "GRAPH_SPACINGS",
+__all__ = ["Spacing", "SCHEDULE_SPACINGS", "KARRAS_RHO", "Sections", "DdimStride", "Explicit", "SpacingSpec", "parse_spacing", "spaced_timesteps", "GRAPH_SPACINGS",
            "graph_timesteps"]
 
 
@@ -40,6 +52,14 @@ class Spacing(str, enum.Enum):
     QUAD = "quad"
     LINSPACE = "linspace"
     TRAILING = "trailing"
+    LOGSNR = "logsnr"
+    KARRAS = "karras"
+    TIME_QUADRATIC = "time_quadratic"
+
+
+# The spacings computed from the schedule's λ (the others need only T and S).
+SCHEDULE_SPACINGS = (Spacing.LOGSNR, Spacing.KARRAS)
+KARRAS_RHO = 7.0  # EDM's ρ
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +136,65 @@ def _quad(num_timesteps: int, num_steps: int) -> np.ndarray:
     if num_steps == 1:
         return np.array([0])
     seq = (np.linspace(0.0, np.sqrt(num_timesteps * 0.8), num_steps) ** 2).astype(np.int64)
-    for i in range(1, num_steps):  # push up duplicates (they cluster near t = 0)
-        seq[i] = max(seq[i], seq[i - 1] + 1)
-    for i in range(num_steps - 1, -1, -1):  # and keep the top inside [0, T-1]
-        cap = num_timesteps - num_steps + i
-        seq[i] = min(seq[i], cap, seq[i + 1] - 1 if i + 1 < num_steps else cap)
-    return seq
+    return _unique_ascending(seq, num_timesteps)
+
+
+def _unique_ascending(asc: np.ndarray, num_timesteps: int) -> np.ndarray:
+    """c_i = min(max_{j≤i}(a_j − j), T − S) + i: a non-decreasing list made strictly increasing inside [0, T−1]."""
+    i = np.arange(len(asc))
+    return np.minimum(np.maximum.accumulate(asc - i), num_timesteps - len(asc)) + i
+
+
+def _finite_lambda_range(half_log_snr: np.ndarray) -> tuple[float, float]:
+    """(λ_0, the smallest finite λ): the grid of ``logsnr``/``karras`` (λ_{T−2} under zero terminal SNR)."""
+    top = half_log_snr[-1] if np.isfinite(half_log_snr[-1]) else half_log_snr[-2]
+    return float(half_log_snr[0]), float(top)
+
+
+def _lambda_targets(spec, num_steps: int, lam_max: float, lam_min: float, xp):
+    """The S target λ's, ascending in t (descending in λ), in float64, written once for numpy and TF.
+
+    ``logsnr``: λ_0 + k/(S−1)·(λ_min − λ_0). ``karras``: σ_k = (σ_min^{1/ρ} + k/(S−1)·(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ
+    with σ = e^{−λ} (EDM eq. 5, ρ = 7), returned as λ = −log σ.
+    """
+    k = xp["range"](num_steps)
+    frac = k / xp["maximum"](num_steps - 1.0, 1.0)
+    if spec is Spacing.LOGSNR:
+        return lam_max + frac * (lam_min - lam_max)
+    inv = 1.0 / KARRAS_RHO
+    lo, hi = np.exp(-lam_max) ** inv, np.exp(-lam_min) ** inv
+    return -KARRAS_RHO * xp["log"](lo + frac * (hi - lo))
+
+
+def _nearest_levels(targets: np.ndarray, half_log_snr: np.ndarray) -> np.ndarray:
+    """For each target λ, the t whose λ_t is closest (the first on a tie); −∞ never wins against a finite target."""
+    lam = np.where(np.isfinite(half_log_snr), half_log_snr, -1e300)
+    return np.argmin(np.abs(lam[None, :] - targets[:, None]), axis=1).astype(np.int64)
+
+
+def _schedule_spacing(spec, num_timesteps: int, num_steps: int, schedule) -> np.ndarray:
+    if schedule is None:
+        raise ValueError(f"spacing {spec.value!r} is placed by the schedule's log-SNR: pass schedule=")
+    lam = np.asarray(schedule.half_log_snr)
+    if len(lam) != num_timesteps:
+        raise ValueError(f"schedule has {len(lam)} timesteps but num_timesteps={num_timesteps}")
+    if num_steps == 1:
+        return np.array([num_timesteps - 1], np.int64)
+    xp = {"range": lambda n: np.arange(n, dtype=np.float64), "maximum": np.maximum, "log": np.log}
+    asc = _nearest_levels(_lambda_targets(spec, num_steps, *_finite_lambda_range(lam), xp), lam)
+    asc[0], asc[-1] = 0, num_timesteps - 1
+    return _unique_ascending(asc, num_timesteps)
+
+
+def _time_quadratic(num_timesteps: int, num_steps: int) -> np.ndarray:
+    """DPM-Solver's ``time_quadratic``: t = (√t_0 + k/(S−1)·(1 − √t_0))² on t ∈ [1/T, 1], as T·t − 1, rounded."""
+    if num_steps == 1:
+        return np.array([num_timesteps - 1], np.int64)
+    a = np.sqrt(1.0 / num_timesteps)
+    frac = np.arange(num_steps, dtype=np.float64) / (num_steps - 1.0)
+    u = a + frac * (1.0 - a)
+    asc = np.round(num_timesteps * (u * u) - 1.0).astype(np.int64)
+    return _unique_ascending(asc, num_timesteps)
 
 
 def _sections(num_timesteps: int, counts: Sequence[int]) -> np.ndarray:
@@ -138,7 +211,8 @@ def _sections(num_timesteps: int, counts: Sequence[int]) -> np.ndarray:
     return np.asarray(taken, dtype=np.int64)
 
 
-def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="uniform", *, offset: int = 0) -> np.ndarray:
+def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="uniform", *, offset: int = 0,
+                     schedule=None) -> np.ndarray:
     """Exactly ``num_steps`` unique, strictly descending timesteps in [0, T−1].
 
     Args:
@@ -149,6 +223,8 @@ def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="
         spacing: a :class:`Spacing` name, ``"ddimN"``, ``"a,b,c"``, or an
             explicit strictly descending list (see the module table).
         offset: added to every ``uniform`` timestep (diffusers' ``steps_offset``).
+        schedule: the :class:`~tfddim.diffusion.schedules.Schedule`, for ``logsnr`` and ``karras``
+            (placed by its λ_t); ignored by the other spacings.
 
     Returns:
         int64 numpy array of shape ``[S]``, descending.
@@ -199,6 +275,10 @@ def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="
             asc = _quad(num_timesteps, num_steps)
         elif spec is Spacing.LINSPACE:
             asc = _sections(num_timesteps, (num_steps,))
+        elif spec in SCHEDULE_SPACINGS:
+            asc = _schedule_spacing(spec, num_timesteps, num_steps, schedule)
+        elif spec is Spacing.TIME_QUADRATIC:
+            asc = _time_quadratic(num_timesteps, num_steps)
         else:  # TRAILING: diffusers' round(arange(T, 0, -T/S)) - 1, with the count fixed at S
             desc = np.round(num_timesteps - np.arange(num_steps) * (num_timesteps / num_steps)).astype(np.int64) - 1
             asc = desc[::-1]
@@ -206,30 +286,60 @@ def spaced_timesteps(num_timesteps: int, num_steps: int | None = None, spacing="
 
 
 # The spacings a graph can compute from a tensor S (exports take num_steps at request time).
-GRAPH_SPACINGS = (Spacing.UNIFORM, Spacing.LINSPACE, Spacing.TRAILING)
+GRAPH_SPACINGS = (Spacing.UNIFORM, Spacing.LINSPACE, Spacing.TRAILING, Spacing.QUAD, Spacing.LOGSNR, Spacing.KARRAS,
+                  Spacing.TIME_QUADRATIC)
 
 
-def graph_timesteps(num_timesteps: int, num_steps, spacing=Spacing.UNIFORM):
+def graph_timesteps(num_timesteps: int, num_steps, spacing=Spacing.UNIFORM, schedule=None):
     """:func:`spaced_timesteps` for a *tensor* S, as int32 graph ops (exports), beside its numpy version.
 
-    Supports ``uniform``, ``linspace`` and ``trailing`` (:data:`GRAPH_SPACINGS`)
-    with the same rounding (half to even) as the numpy version above;
-    ``num_steps`` must already be in [1, T]. TensorFlow is imported here only,
-    so the numpy schedules and spacings load without it.
+    Supports every named spacing (:data:`GRAPH_SPACINGS`) with the same arithmetic in float64 and the
+    same rounding (half to even) as the numpy version above; ``logsnr``/``karras`` bake the schedule's
+    λ table in as a constant and pick the nearest level with an ``ArgMin`` over ``[S, T]``. The running
+    maximum of the collision rule is a masked ``[S, S]`` reduction (no loop, so ONNX converts it).
+    ``num_steps`` must already be in [1, T]. TensorFlow is imported here only, so the numpy schedules
+    and spacings load without it.
     """
     import tensorflow as tf
 
     spec = parse_spacing(spacing)
     if spec not in GRAPH_SPACINGS:
-        raise ValueError(f"spacing {spacing!r} cannot be computed in a graph; use uniform, linspace or trailing")
+        raise ValueError(f"spacing {spacing!r} cannot be computed in a graph; use one of {[m.value for m in GRAPH_SPACINGS]}")
     T = num_timesteps
     s = tf.cast(num_steps, tf.int32)
     i = tf.range(s)
+    fi = tf.cast(i, tf.float64)
     if spec is Spacing.TRAILING:
-        return tf.cast(tf.round(T - tf.cast(i, tf.float64) * (T / tf.cast(s, tf.float64))), tf.int32) - 1
+        return tf.cast(tf.round(T - fi * (T / tf.cast(s, tf.float64))), tf.int32) - 1
     if spec is Spacing.UNIFORM:
-        asc = i * (T // s)
-    else:  # LINSPACE
+        return tf.reverse(i * (T // s), [0])
+    if spec is Spacing.LINSPACE:
         stride = tf.where(s > 1, tf.cast(T - 1, tf.float64) / tf.cast(tf.maximum(s - 1, 1), tf.float64), 1.0)
-        asc = tf.cast(tf.round(tf.cast(i, tf.float64) * stride), tf.int32)
-    return tf.reverse(asc, [0])
+        return tf.reverse(tf.cast(tf.round(fi * stride), tf.int32), [0])
+    denom = tf.maximum(tf.cast(s, tf.float64) - 1.0, 1.0)
+    if spec is Spacing.QUAD:
+        # np.linspace(0, stop, S): i·step, the last element exactly stop; then .astype(int) truncates
+        stop = float(np.sqrt(T * 0.8))
+        pos = tf.where(tf.equal(i, s - 1), tf.constant(stop, tf.float64), fi * (stop / denom))  # not tf.cast: via float32
+        pos = tf.where(s > 1, pos, tf.zeros_like(pos))
+        asc = tf.cast(tf.math.floor(pos * pos), tf.int32)  # x*x, as numpy squares (pow may round differently)
+    elif spec is Spacing.TIME_QUADRATIC:
+        a = float(np.sqrt(1.0 / T))
+        u = a + fi / denom * (1.0 - a)
+        asc = tf.cast(tf.round(T * (u * u) - 1.0), tf.int32)
+        asc = tf.where(s > 1, asc, tf.fill([s], T - 1))
+    else:
+        if schedule is None:
+            raise ValueError(f"spacing {spec.value!r} is placed by the schedule's log-SNR: pass schedule=")
+        lam = np.asarray(schedule.half_log_snr)
+        xp = {"range": lambda n: fi, "maximum": tf.maximum, "log": tf.math.log}
+        targets = _lambda_targets(spec, tf.cast(s, tf.float64), *_finite_lambda_range(lam), xp)
+        table = tf.constant(np.where(np.isfinite(lam), lam, -1e300), tf.float64)
+        asc = tf.cast(tf.argmin(tf.abs(table[None, :] - targets[:, None]), axis=1), tf.int32)
+        asc = tf.where(tf.equal(i, s - 1), T - 1, tf.where(tf.equal(i, 0), 0, asc))
+        asc = tf.where(s > 1, asc, tf.fill([s], T - 1))
+    # c_i = min(max_{j≤i}(a_j − j), T − S) + i
+    shifted = asc - i
+    lower = i[None, :] <= i[:, None]
+    running_max = tf.reduce_max(tf.where(lower, tf.broadcast_to(shifted[None, :], [s, s]), tf.int32.min), axis=1)
+    return tf.reverse(tf.minimum(running_max, T - s) + i, [0])
