@@ -5,8 +5,9 @@
    noise floor printed next to every number.
 2. The study (:mod:`tfddim.evaluation.study`): S × η grid (+ strided DDPM for
    learned-variance networks), every cell from the same x_T, scored with FID,
-   KID, precision/recall (k = 5) and the Inception-Score analogue on the chosen
-   feature network. Writes ``study.csv``, ``study.md`` and ``study_fid.png``.
+   sFID (on the network's spatial map; not for ``raw``), KID, precision/recall
+   (k = 5) and the Inception-Score analogue on the chosen feature network.
+   Writes ``study.csv``, ``study.md`` and ``study_fid.png``.
 3. Figures: consistency, interpolation, reconstruction (with its error table)
    and x̂₀ trajectories (image data only).
 4. NLL in bits/dim on the test split (fixed β̃ and β variances, or the learned one).
@@ -35,9 +36,10 @@ from tfddim.pipelines.config import check_at_least
 
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
                                   "digits_classifier")
-METRICS = ("fid", "kid", "precision", "recall", "is")
+METRICS = ("fid", "sfid", "kid", "precision", "recall", "is")
 TITLES = {
     "fid": "FID (lower is better; 0 for identical feature statistics)",
+    "sfid": "sFID (Fréchet distance on the spatial features, which keep where things are; lower is better)",
     "kid": "KID ×10³ (unbiased MMD², cubic kernel; mean ± std over subsets; lower is better; \"unresolved\" where "
            "|mean| < 2·std, i.e. not told apart from 0)",
     "precision": "Precision (k = 5; higher is better)",
@@ -270,7 +272,8 @@ def run(cfg: EvaluateConfig) -> dict:
         f.write(report)
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump({"rows": [metrics.raw_kid_columns(r) for r in rows], "floor": metrics.raw_kid_columns(floor), "nll": nll, "reconstruction": dict(zip(map(str, fig_steps), recon_errors)),
-                   "features": ref["kind"], "feature_identity": ref["net"].identity, "reference_half": ref["half"],
+                   "features": ref["kind"], "feature_identity": ref["net"].identity,
+                   "spatial_features": getattr(ref["net"], "spatial_layer", None), "reference_half": ref["half"],
                    "num_samples": ref["n"], "seed": cfg.seed, "written": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
     print(f"tfddim evaluate: report at {path}")
     return {"rows": rows, "floor": floor, "nll": nll, "report": path, "reconstruction": recon_errors,
@@ -280,8 +283,8 @@ def run(cfg: EvaluateConfig) -> dict:
 def _reference(cfg: EvaluateConfig, real: np.ndarray, data_section: dict, num_cells: int) -> dict:
     """The real training data shuffled with ``seed`` and cut into halves A (reference) and B (noise floor).
 
-    Returns ``{"reference", "net", "kind", "half", "n", "kid_subset"}``; A's feature statistics are
-    cached in ``<runs>/reference/``.
+    Returns ``{"reference", "net", "kind", "half", "n", "kid_subset"}``; A's feature statistics (and its
+    spatial ones, for sFID) are cached in ``<runs>/reference/``.
     """
     from tfddim.evaluation import features as feature_nets
     from tfddim.evaluation import study
@@ -428,6 +431,9 @@ def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_step
         f"![FID against S]({files['plot']})",
         "",
     ]
+    if "sfid" in tables:
+        lines += [f"{TITLES['sfid']}; features: `{net.spatial_layer}`, {int(np.prod(net.spatial_shape))}-d "
+                  f"({' × '.join(map(str, net.spatial_shape))} flattened):", "", tables["sfid"], ""]
     for m in ("kid", "precision", "recall", "is"):
         if m in tables:
             lines += [f"{TITLES[m]}:", "", tables[m], ""]

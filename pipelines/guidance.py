@@ -10,8 +10,9 @@ requested labels balanced over the classes, every scale from the same x_T:
   with label dropout; ε̂ = ε_u + w·(ε_c − ε_u) (w = 0: unconditional, 1: conditional).
 
 Every row is scored with the *evaluation* classifier (not the guidance one):
-class accuracy of the samples against the requested labels, FID, precision and
-recall against half A of the real data, with the noise floor (real half B).
+class accuracy of the samples against the requested labels, FID, sFID (on the
+classifier's ``conv2[..., :4]`` map), KID, precision and recall against half A
+of the real data, with the noise floor (real half B).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def run(cfg: GuidanceConfig) -> dict:
                                                                       if k not in ("guidance", "scale")}}))
         writer.writerows(metrics.raw_kid_columns(r) for r in rows)
     plot = _plot(os.path.join(out, "guidance.png"), rows)
-    report = _report(run_dir, classifier_run, rows, floor, steps, num_samples, plot)
+    report = _report(run_dir, classifier_run, rows, floor, steps, num_samples, plot, net.spatial_layer)
     path = os.path.join(out, "guidance.md")
     with open(path, "w") as f:
         f.write(report)
@@ -190,20 +191,22 @@ def _plot(path: str, rows: list) -> str:
     return os.path.basename(path)
 
 
-def _report(run_dir, classifier_run, rows, floor, steps, n, plot) -> str:
+def _report(run_dir, classifier_run, rows, floor, steps, n, plot, spatial_layer: str = "conv2[..., :4]") -> str:
     from tfddim.evaluation.metrics import format_kid
 
-    head = "| guidance | scale | class accuracy | FID | KID ×10³ | precision | recall | IS |"
+    head = "| guidance | scale | class accuracy | FID | sFID | KID ×10³ | precision | recall | IS |"
     kid = lambda r: format_kid(r["kid"], r["kid_std"]) if "kid" in r else "—"  # noqa: E731
+    sfid = lambda r: f"{r['sfid']:.3f}" if "sfid" in r else "—"  # noqa: E731
     lines = [f"# Guidance sweep of `{run_dir}`" + (f" with the classifier `{classifier_run}`" if classifier_run else ""),
              "", f"DDIM (η = 0, {steps} steps), {n} samples per row with labels cycling over the classes, all rows "
-             "from the same x_T. Scored with the evaluation classifier (not the guidance one). KID ×10³ is the "
-             "mean ± std over subsets, \"unresolved\" where |mean| < 2·std; `guidance.csv` keeps it as computed "
+             "from the same x_T. Scored with the evaluation classifier (not the guidance one). sFID is the Fréchet "
+             f"distance on its spatial features (`{spatial_layer}`), which keep where strokes are. KID ×10³ "
+             "is the mean ± std over subsets, \"unresolved\" where |mean| < 2·std; `guidance.csv` keeps it as computed "
              "(`kid_raw`, `kid_std_raw`).", "",
-             head, "|---|---|---|---|---|---|---|---|",
-             f"| real B vs A (noise floor) | — | {floor['class_accuracy']:.3f} | {floor['fid']:.3f} | {kid(floor)} | "
-             f"{floor['precision']:.3f} | {floor['recall']:.3f} | {floor.get('is', float('nan')):.2f} |"]
-    lines += [f"| {r['guidance']} | {r['scale']:g} | {r['class_accuracy']:.3f} | {r['fid']:.3f} | {kid(r)} | "
+             head, "|---|---|---|---|---|---|---|---|---|",
+             f"| real B vs A (noise floor) | — | {floor['class_accuracy']:.3f} | {floor['fid']:.3f} | {sfid(floor)} | "
+             f"{kid(floor)} | {floor['precision']:.3f} | {floor['recall']:.3f} | {floor.get('is', float('nan')):.2f} |"]
+    lines += [f"| {r['guidance']} | {r['scale']:g} | {r['class_accuracy']:.3f} | {r['fid']:.3f} | {sfid(r)} | {kid(r)} | "
               f"{r['precision']:.3f} | {r['recall']:.3f} | {r.get('is', float('nan')):.2f} |" for r in rows]
     lines += ["", f"![accuracy, precision, recall and FID against the scale]({plot})", ""]
     return "\n".join(lines)

@@ -43,9 +43,15 @@ def test_the_grid_has_every_cell_the_noise_floor_and_a_strided_ddpm_row(evaluate
     floor = result["floor"]
     # half B of real digits against half A: far better than a 3-step-trained model's samples
     assert floor["fid"] < min(r["fid"] for r in result["rows"])
+    # ... on the spatial features too (sFID, the classifier's conv2[..., :4])
+    assert all(np.isfinite(r["sfid"]) for r in result["rows"])
+    assert 0 < floor["sfid"] < min(r["sfid"] for r in result["rows"])
     with open(os.path.join(run_dir, "study.csv")) as f:
         table = list(csv.DictReader(f))
     assert table[0]["sampler"].startswith("real B vs A") and len(table) == 1 + len(result["rows"])
+    header = list(table[0])
+    assert header.index("sfid") == header.index("fid") + 1  # sFID beside FID
+    assert float(table[0]["sfid"]) == floor["sfid"] and float(table[1]["sfid"]) == result["rows"][0]["sfid"]
 
 
 def test_the_report_figures_and_nll(evaluated):
@@ -64,6 +70,13 @@ def test_the_report_figures_and_nll(evaluated):
     assert [e["rmse"] >= 0 for e in result["reconstruction"]] == [True, True]
     saved = json.load(open(os.path.join(run_dir, "evaluation.json")))
     assert saved["features"] == "digits" and saved["reference_half"] == 748
+    assert saved["spatial_features"] == "conv2[..., :4]" and "sfid" in saved["floor"]
+    # an sFID table, with its noise-floor row, in the report and in study.md
+    for text in (report, open(os.path.join(run_dir, "study.md")).read()):
+        sfid_table = text.split("sFID (")[1].split("KID ×10³")[0]
+        floor_row = next(line for line in sfid_table.splitlines() if line.startswith("| real B vs A"))
+        assert f"{result['floor']['sfid']:.3f}" in floor_row
+    assert "`conv2[..., :4]`, 256-d" in report
 
 
 def test_figures_are_readable_and_kid_is_reported_x1000_with_raw_files(evaluated):
@@ -105,6 +118,8 @@ def test_reference_statistics_are_cached_once(evaluated, monkeypatch):
     cache_dir = os.path.join(os.path.dirname(run_dir), "reference")
     files = os.listdir(cache_dir)
     assert len(files) == 1 and "digits" in files[0]
+    with np.load(os.path.join(cache_dir, files[0])) as cached:  # the spatial statistics are cached too
+        assert cached["spatial_sigma"].shape == (256, 256) and str(cached["spatial_layer"]) == "conv2[..., :4]"
     stamp = os.path.getmtime(os.path.join(cache_dir, files[0]))
     evaluate.run(evaluate.EvaluateConfig(run_dir, num_samples=20, steps=(1,), etas=(0.0,), batch_size=20, nll_images=0,
                                          figures=False, out=os.path.join(run_dir, "again")))
@@ -176,11 +191,17 @@ def test_guidance_sweep_scores_both_kinds_with_the_evaluation_classifier(tmp_pat
     assert [(r["guidance"], r["scale"]) for r in result["rows"]] == [
         ("classifier", 0.0), ("classifier", 2.0), ("classifier-free", 0.0), ("classifier-free", 2.0)]
     for r in result["rows"]:
-        assert 0.0 <= r["class_accuracy"] <= 1.0 and np.isfinite(r["fid"])
+        assert 0.0 <= r["class_accuracy"] <= 1.0 and np.isfinite(r["fid"]) and np.isfinite(r["sfid"])
     # the real held-out half is classified almost perfectly by the 99.7% evaluation classifier
     assert result["floor"]["class_accuracy"] > 0.95
     report = open(result["report"]).read()
     assert "noise floor" in report and "classifier-free" in report
+    assert "| FID | sFID |" in report
+    floor_row = next(line for line in report.splitlines() if line.startswith("| real B vs A"))
+    assert f"| {result['floor']['fid']:.3f} | {result['floor']['sfid']:.3f} |" in floor_row
+    with open(os.path.join(runs, "digits_conditional", "guidance.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["sfid"]) == result["floor"]["sfid"] and len(rows) == 1 + len(result["rows"])
     with pytest.raises(SystemExit) as e:
         cli.main(["evaluate", os.path.join(runs, "digits_classifier"), "--guidance-sweep"])
     assert e.value.code == 2

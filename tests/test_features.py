@@ -9,7 +9,7 @@ import pytest
 from tfddim.data import load_digits
 from tfddim.evaluation import features
 from tfddim.evaluation.features import (DigitsClassifier, DigitsFeatureNet, FeatureNet, InceptionFeatureNet,
-                                        reference_statistics)
+                                        ReferenceStatistics, SpatialFeatureNet, reference_statistics)
 from tfddim.pipelines import train_classifier
 
 QUICK_EPOCHS = 5
@@ -77,13 +77,31 @@ def test_missing_classifier_says_how_to_train(tmp_path):
 
 
 def test_inception_random_weights_plumbing():
+    import keras
+    import tensorflow as tf
+
     x, _ = load_digits("test")
     net = InceptionFeatureNet(random_weights=True, seed=0)
-    assert isinstance(net, FeatureNet)
+    assert isinstance(net, FeatureNet) and isinstance(net, SpatialFeatureNet)
     assert net.identity == "inception_v3:random-seed0"
-    feats = net.features(x[:4], batch_size=2)
+    feats, spatial = net.features_and_spatial(x[:4], batch_size=2)
     assert feats.shape == (4, 2048) and feats.dtype == np.float64
     assert np.all(np.isfinite(feats)) and np.std(feats) > 0
+    # sFID's map: the first 7 channels of mixed6 (TF graph mixed_6/conv), 17 x 17 x 7 = 2023-d as in ADM
+    assert net.spatial_shape == (17, 17, 7) and spatial.shape == (4, 2023) and np.std(spatial) > 0
+    # ... which are the first 7 channels of the block's 1x1 branch (mixed_6/conv proper): mixed6 concatenates
+    # conv(1x1, 192) -> batch norm -> ReLU on mixed5 first (checked on the graph: Keras leaves those layers unnamed)
+    by_output = {id(layer.output): layer for layer in net.model.layers}
+    mixed6 = net.model.get_layer("mixed6")
+    relu = by_output[id(mixed6.input[0])]
+    conv = by_output[id(by_output[id(relu.input)].input)]
+    assert isinstance(relu, keras.layers.Activation) and isinstance(conv, keras.layers.Conv2D)
+    assert conv.kernel_size == (1, 1) and conv.filters == 192 and conv.input is net.model.get_layer("mixed5").output
+    assert tuple(mixed6.input[0].shape[1:]) == (17, 17, 192)
+    # one forward pass for both: the traced graph runs each of the 94 convolutions once
+    graph = net._both.get_concrete_function(tf.TensorSpec([2, 8, 8, 1], tf.float32)).graph
+    num_convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in net.model.layers)
+    assert num_convs == 94 and sum(op.type == "Conv2D" for op in graph.get_operations()) == num_convs
     assert net.logits(x[:4]) is None
 
 
@@ -119,8 +137,9 @@ def test_reference_statistics_cache(tmp_path):
     net = CountingNet()
     assert isinstance(net, FeatureNet)
 
-    mu, sigma = reference_statistics(net, images, path)
-    assert net.calls == 1
+    stats = reference_statistics(net, images, path)
+    mu, sigma = stats.mu, stats.sigma
+    assert net.calls == 1 and stats.spatial_mu is None and stats.spatial_sigma is None  # no spatial map
     feats = images.reshape(20, -1)[:, :3].astype(np.float64) * 2.0 + 1.0
     np.testing.assert_allclose(mu, feats.mean(0))
     np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False))
@@ -128,10 +147,10 @@ def test_reference_statistics_cache(tmp_path):
         assert str(cached["identity"]) == "fake:1" and int(cached["num_images"]) == 20
         assert len(str(cached["images_sha256"])) == 64
 
-    mu2, sigma2 = reference_statistics(net, images, path)  # cache hit
+    again = reference_statistics(net, images, path)  # cache hit
     assert net.calls == 1
-    np.testing.assert_array_equal(mu2, mu)
-    np.testing.assert_array_equal(sigma2, sigma)
+    np.testing.assert_array_equal(again.mu, mu)
+    np.testing.assert_array_equal(again.sigma, sigma)
 
     other = CountingNet("fake:2")  # different identity: recompute and overwrite
     reference_statistics(other, images, path)
@@ -141,7 +160,7 @@ def test_reference_statistics_cache(tmp_path):
 
     changed = images.copy()
     changed[0, 0, 0, 0] += 0.5  # different images: recompute
-    mu3, _ = reference_statistics(other, changed, path)
+    mu3 = reference_statistics(other, changed, path).mu
     assert other.calls == 2 and not np.allclose(mu3, mu)
     reference_statistics(other, changed, path)
     assert other.calls == 2
@@ -149,3 +168,59 @@ def test_reference_statistics_cache(tmp_path):
 
     with pytest.raises(ValueError, match="images"):
         reference_statistics(net, images[:1], path)
+
+
+class SpatialCountingNet(CountingNet):
+    """A fake SpatialFeatureNet: pooled = CountingNet's, spatial = the first 5 pixels, both from one counted call."""
+
+    def __init__(self, identity="fake:1", spatial_layer="pixels[:5]"):
+        super().__init__(identity)
+        self.spatial_layer = spatial_layer
+        self.spatial_shape = (5, 1, 1)
+
+    def features_and_spatial(self, images, batch_size=256):
+        self.calls += 1
+        flat = np.asarray(images, np.float64).reshape(len(images), -1)
+        return flat[:, :3] * 2.0 + 1.0, flat[:, :5]
+
+
+def test_reference_statistics_cache_holds_spatial_stats_and_recomputes_caches_without_them(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.uniform(-1, 1, (20, 8, 8, 1)).astype(np.float32)
+    flat = images.reshape(20, -1).astype(np.float64)
+    path = str(tmp_path / "ref.npz")
+    net = SpatialCountingNet()
+    assert isinstance(net, SpatialFeatureNet) and not isinstance(CountingNet(), SpatialFeatureNet)
+
+    stats = reference_statistics(net, images, path)
+    assert net.calls == 1  # features and spatial features from the same call
+    np.testing.assert_allclose(stats.mu, (flat[:, :3] * 2.0 + 1.0).mean(0))
+    np.testing.assert_allclose(stats.spatial_mu, flat[:, :5].mean(0))
+    np.testing.assert_allclose(stats.spatial_sigma, np.cov(flat[:, :5], rowvar=False))
+    with np.load(path) as cached:
+        assert str(cached["spatial_layer"]) == "pixels[:5]" and cached["spatial_sigma"].shape == (5, 5)
+
+    reloaded = reference_statistics(net, images, path)  # cache hit, spatial statistics included
+    assert net.calls == 1 and isinstance(reloaded, ReferenceStatistics)
+    for name in ("mu", "sigma", "spatial_mu", "spatial_sigma"):
+        np.testing.assert_array_equal(getattr(reloaded, name), getattr(stats, name))
+
+    # a cache written before sFID: same identity and images, no spatial statistics
+    old = dict(mu=stats.mu, sigma=stats.sigma, identity=np.str_("fake:1"), num_images=np.int64(20),
+               images_sha256=np.str_(features._images_digest(images)))
+    np.savez(path, **old)
+    plain = CountingNet()
+    reference_statistics(plain, images, path)
+    assert plain.calls == 0  # still valid for a network without a spatial map
+    refreshed = reference_statistics(net, images, path)
+    assert net.calls == 2  # recomputed for the spatial one, and rewritten with the spatial statistics
+    np.testing.assert_array_equal(refreshed.spatial_sigma, stats.spatial_sigma)
+    with np.load(path) as cached:
+        assert "spatial_mu" in cached.files and str(cached["spatial_layer"]) == "pixels[:5]"
+    reference_statistics(net, images, path)
+    assert net.calls == 2
+
+    other_layer = SpatialCountingNet(spatial_layer="pixels[:4]")  # same weights, another spatial map: recompute
+    reference_statistics(other_layer, images, path)
+    assert other_layer.calls == 1
+    assert sorted(os.listdir(tmp_path)) == ["ref.npz"]  # no temp files left behind

@@ -13,6 +13,7 @@ from tfddim.evaluation.metrics import (
     kid,
     precision_recall,
     reconstruction_error,
+    sfid,
 )
 
 
@@ -150,6 +151,19 @@ def test_fid_errors():
         fid(np.zeros((4, 2)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="features_b must be 2-D"):
         fid(np.zeros((4, 2)), np.zeros(4))
+
+
+def test_sfid_is_the_frechet_distance_of_spatial_features():
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((300, 12)) * np.linspace(0.5, 2.0, 12)
+    b = np.roll(a, 1, axis=1)  # the same values, one position over: per-dimension statistics move
+    assert sfid(a, b) == fid(a, b) and sfid(a, b) > 1.0
+    _, sigma = feature_statistics(a)
+    assert abs(sfid(a, a)) <= 1e-8 * np.trace(sigma)
+    with pytest.raises(ValueError, match="spatial_a and spatial_b dimension"):
+        sfid(np.zeros((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="spatial_b must be 2-D"):
+        sfid(np.zeros((4, 2)), np.zeros((4, 2, 1)))
 
 
 # ---------------------------------------------------------------- KID

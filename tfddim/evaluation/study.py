@@ -10,7 +10,9 @@ fixed-variance network the strided DDPM sampler *is* a grid row — β̃ is η =
 Every cell starts from the same x_T (one seed), so cells differ only by the
 sampler; each cell's metrics are computed against the same reference set, and
 the same metrics between two disjoint halves of the real data give the noise
-floor printed next to them.
+floor printed next to them. A feature network with a spatial map
+(:class:`tfddim.evaluation.features.SpatialFeatureNet`) adds sFID beside FID,
+from the same forward pass.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from tfddim import sampling
 from tfddim.evaluation import metrics
+from tfddim.evaluation.features import ReferenceStatistics, extract
 from tfddim.evaluation.seeds import batch_seed
 from tfddim.diffusion.schedules import Schedule
 from tfddim.diffusion.spacing import spaced_timesteps
@@ -98,28 +101,46 @@ class FlatFeatures:
 
 @dataclasses.dataclass
 class Reference:
-    """Features of the reference half A of the real data, and the noise floor (half B against A)."""
+    """Features of the reference half A of the real data, and the noise floor (half B against A).
+
+    ``spatial_mu``/``spatial_sigma``: the Gaussian fit of A's spatial features (sFID), None for a
+    feature network without a spatial map.
+    """
 
     features: np.ndarray
     mu: np.ndarray
     sigma: np.ndarray
     floor: dict
+    spatial_mu: Optional[np.ndarray] = None
+    spatial_sigma: Optional[np.ndarray] = None
 
     @classmethod
-    def build(cls, feature_net, half_a, half_b, stats: Optional[tuple] = None, kid_subset: int = 1000) -> "Reference":
-        feats = feature_net.features(half_a)
-        mu, sigma = stats if stats is not None else metrics.feature_statistics(feats)
-        ref = cls(feats, mu, sigma, {})
+    def build(cls, feature_net, half_a, half_b, stats=None, kid_subset: int = 1000) -> "Reference":
+        """``stats``: A's cached :class:`~tfddim.evaluation.features.ReferenceStatistics` (or a ``(mu, sigma)``
+        pair), None to fit them here; spatial statistics missing from ``stats`` are fitted here."""
+        feats, spatial = extract(feature_net, half_a)
+        if stats is not None and not isinstance(stats, ReferenceStatistics):
+            stats = ReferenceStatistics(*stats)
+        if stats is None:
+            stats = ReferenceStatistics(*metrics.feature_statistics(feats))
+        spatial_mu, spatial_sigma = stats.spatial_mu, stats.spatial_sigma
+        if spatial is not None and spatial_mu is None:
+            spatial_mu, spatial_sigma = metrics.feature_statistics(spatial)
+        ref = cls(feats, stats.mu, stats.sigma, {}, spatial_mu, spatial_sigma)
         ref.floor = score(feature_net, half_b, ref, kid_subset=kid_subset)
         return ref
 
 
 def score(feature_net, samples, reference: Reference, labels=None, kid_subset: int = 1000) -> dict:
-    """FID, KID (mean, std), precision, recall (k = 5), the Inception-Score analogue and, given ``labels``,
-    class accuracy, of ``samples`` against ``reference``."""
-    feats = feature_net.features(samples)
+    """FID, sFID (given spatial features and reference statistics for them), KID (mean, std), precision, recall
+    (k = 5), the Inception-Score analogue and, given ``labels``, class accuracy, of ``samples`` against
+    ``reference``. The features and spatial features come from one forward pass."""
+    feats, spatial = extract(feature_net, samples)
     mu, sigma = metrics.feature_statistics(feats)
     out = {"fid": metrics.frechet_distance(mu, sigma, reference.mu, reference.sigma)}
+    if spatial is not None and reference.spatial_mu is not None:
+        spatial_mu, spatial_sigma = metrics.feature_statistics(spatial)
+        out["sfid"] = metrics.frechet_distance(spatial_mu, spatial_sigma, reference.spatial_mu, reference.spatial_sigma)
     out["kid"], out["kid_std"] = metrics.kid(feats, reference.features, subset_size=kid_subset)
     out["precision"], out["recall"] = metrics.precision_recall(reference.features, feats, k=5)
     logits = feature_net.logits(samples)
