@@ -16,11 +16,12 @@ import typing
 from typing import Any, Optional
 
 from tfddim.data import DataConfig
-from tfddim.diffusion.kinds import Decoder, Variance, parse_kind
+from tfddim.diffusion.kinds import Decoder, Prediction, Variance, parse_kind
 from tfddim.diffusion.spacing import parse_spacing
 from tfddim.sampling.options import Method
 from tfddim.training.base import Precision, Strategy
 from tfddim.training.diffusion import Loss
+from tfddim.training.weighting import check_min_snr_gamma
 
 __all__ = [
     "check_at_least",
@@ -53,9 +54,17 @@ class ModelConfig:
 class DiffusionConfig:
     """The schedule and the objective (see :class:`tfddim.training.DiffusionModel`).
 
-    ``loss``, ``variance`` and ``decoder`` are parsed once, here, into :class:`~tfddim.training.Loss`,
-    :class:`~tfddim.diffusion.kinds.Variance` and :class:`~tfddim.diffusion.kinds.Decoder`; they are
+    ``loss``, ``variance``, ``decoder`` and ``prediction_type`` are parsed once, here, into
+    :class:`~tfddim.training.Loss`, :class:`~tfddim.diffusion.kinds.Variance`,
+    :class:`~tfddim.diffusion.kinds.Decoder` and :class:`~tfddim.diffusion.kinds.Prediction`; they are
     str enums, so ``to_dict()`` and a run's ``config.json`` hold the same strings as the file.
+
+    ``prediction_type`` is the network's target (``epsilon``, ``sample`` = x₀, ``v_prediction``) and
+    ``min_snr_gamma`` the γ of min-SNR-γ weighting of the MSE (null: none); see
+    :class:`tfddim.training.DiffusionModel` for the combinations it refuses (γ with loss ``vlb``,
+    ``epsilon`` with ``zero_terminal_snr``), refused here too, at parse time. These two keys came
+    later than the others: ``to_dict()`` leaves them out at their defaults (:data:`_ADDED_WITH_DEFAULTS`),
+    so a run folder written before them still has the same ``config.json`` and resumes.
     """
 
     schedule: str = "linear"
@@ -66,10 +75,20 @@ class DiffusionConfig:
     variance: Variance = Variance.FIXED_SMALL
     importance_sampling: bool = False
     decoder: Decoder = Decoder.DISCRETIZED
+    prediction_type: Prediction = Prediction.EPSILON
+    min_snr_gamma: Optional[float] = None
 
     def __post_init__(self):
-        for name, kind in (("loss", Loss), ("variance", Variance), ("decoder", Decoder)):
+        for name, kind in (("loss", Loss), ("variance", Variance), ("decoder", Decoder),
+                           ("prediction_type", Prediction)):
             object.__setattr__(self, name, parse_kind(kind, getattr(self, name), f"diffusion.{name}"))
+        object.__setattr__(self, "min_snr_gamma", check_min_snr_gamma(self.min_snr_gamma, "diffusion.min_snr_gamma"))
+        if self.min_snr_gamma is not None and self.loss is Loss.VLB:
+            raise ValueError("diffusion.min_snr_gamma weights the MSE term, and diffusion.loss 'vlb' has none; "
+                             "use loss 'simple' or 'hybrid', or min_snr_gamma null")
+        if self.zero_terminal_snr and self.prediction_type is Prediction.EPSILON:
+            raise ValueError("diffusion.prediction_type 'epsilon' cannot be trained with diffusion.zero_terminal_snr "
+                             "(x0 is undetermined where alphas_cumprod = 0); use 'v_prediction' or 'sample'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +170,21 @@ class RunConfig:
     sampling: SamplingConfig = SamplingConfig()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as plain values; keys added after runs existed are left out at their defaults (resume)."""
+        out = dataclasses.asdict(self)
+        for section, key, default in _ADDED_WITH_DEFAULTS:
+            if out[section].get(key, default) == default:
+                out[section].pop(key, None)
+        return out
+
+
+# (section, key, default): config keys added after run folders were written. ``RunConfig.to_dict`` leaves
+# them out while they hold their default, so an older run's ``config.json`` (compared on resume) still matches;
+# ``from_dict`` fills them back in. Append-only.
+_ADDED_WITH_DEFAULTS = (
+    ("diffusion", "prediction_type", Prediction.EPSILON.value),
+    ("diffusion", "min_snr_gamma", None),
+)
 
 
 def check_at_least(cfg, **minimums) -> None:

@@ -2,7 +2,8 @@
 
 Reads ``RUN_DIR/model.keras`` (the EMA network), ``schedule.json``,
 ``config.json`` (its ``sampling`` section: spacing and x̂₀ clipping are baked
-in) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically
+in; ``diffusion.prediction_type``: what the network outputs, recorded in the
+manifest) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically
 (:func:`tfddim.export.export_saved_model`); with ``--onnx`` also ``onnx/``
 (tf2onnx graphs of ``sample_with_noise`` and ``encode``).
 """
@@ -45,7 +46,8 @@ class ExportConfig:
 
 
 def _export_options(config: dict):
-    """The sampling choices of the run's ``sampling`` section that the graph bakes in."""
+    """The sampling choices of the run's ``sampling`` section that the graph bakes in, and its network's
+    ``diffusion.prediction_type``."""
     from tfddim import export
 
     sampling_cfg = config.get("sampling", {})
@@ -55,7 +57,9 @@ def _export_options(config: dict):
         print(f"tfddim export: the run samples with spacing {spacing!r}, which a graph cannot compute from "
               "num_steps; the export uses 'uniform' (recorded in assets.extra/export.json)")
         spacing = "uniform"
-    return export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"))
+    # the network's target: a run written before diffusion.prediction_type existed (or at its default) trained epsilon
+    prediction_type = config.get("diffusion", {}).get("prediction_type", "epsilon")
+    return export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"), prediction_type=prediction_type)
 
 
 def run(cfg: ExportConfig) -> str:

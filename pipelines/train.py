@@ -72,6 +72,8 @@ def build_model(cfg, data_shape, num_classes):
             label_dropout=tr.label_dropout,
             decoder=d.decoder,
             seed=tr.seed,
+            prediction_type=d.prediction_type,
+            min_snr_gamma=d.min_snr_gamma,
         )
     optimizer = keras.optimizers.Adam(
         learning_rate=warmup_schedule(tr.learning_rate, tr.warmup_steps), global_clipnorm=tr.grad_clip_norm

@@ -249,7 +249,8 @@ def test_bad_arguments_are_named(kwargs, match):
 
 # The keys DiffusionModel.get_config() wrote before the NoisedTrainer base: a saved model.keras holds these.
 SAVED_CONFIG_KEYS = ["data_shape", "decoder", "dtype", "ema_decay", "ema_warmup", "importance_sampling", "label_dropout", "loss",
-                     "name", "network", "num_classes", "schedule", "seed", "trainable", "variance", "vlb_weight"]
+                     "min_snr_gamma", "name", "network", "num_classes", "prediction_type", "schedule", "seed", "trainable",
+                     "variance", "vlb_weight"]
 
 
 def test_options_are_enums_inside_and_strings_in_the_saved_config():

@@ -1,14 +1,27 @@
-"""``DiffusionModel``: Keras training of an ε-network with the DDPM / improved-DDPM objectives.
+"""``DiffusionModel``: Keras training of a diffusion network with the DDPM / improved-DDPM objectives.
 
 The network knows no schedule; this model owns it. Each train step draws t and
 ε, forms x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε (DDPM eq. 4) and minimises one :class:`Loss`:
 
-- ``Loss.SIMPLE``: L_simple = ‖ε − ε_θ(x_t, t)‖² (DDPM eq. 14);
+- ``Loss.SIMPLE``: L_simple = ‖target − f_θ(x_t, t)‖² (DDPM eq. 14 for the ε target);
 - ``Loss.HYBRID``: L_simple + λ·L_vlb with λ = 0.001 and a stop-gradient on the
   mean inside L_vlb (improved DDPM §3.1), for learned-variance networks;
 - ``Loss.VLB``: L_vlb alone, optionally with importance sampling of t,
   p_t ∝ √E[L_t²] over the last 10 values of each L_t, uniform until every t
   has 10 (improved DDPM §3.3).
+
+The network's output (its first C channels with a learned variance) is the ``prediction_type``
+target, a :class:`~tfddim.diffusion.kinds.Prediction`: ε (``epsilon``), x₀ (``sample``) or
+v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀ (``v_prediction``, Salimans & Ho 2022). The bound's mean uses
+x̂₀ converted from that output (:mod:`tfddim.diffusion.steps`). With ``min_snr_gamma`` = γ the
+MSE of L_simple (alone, or inside L_hybrid) is weighted per example by the min-SNR-γ weight of
+the target, :func:`tfddim.training.weighting.min_snr_weight` (Hang et al. 2023); L_vlb is a
+likelihood bound and is never reweighted (``loss="vlb"`` with γ is refused).
+
+A zero-terminal-SNR schedule (ᾱ_{T−1} = 0) needs ``sample`` or ``v_prediction``: at that level an
+ε-network cannot give x̂₀ (x̂₀ = (x_t − √(1−ᾱ)ε̂)/√ᾱ divides by 0; the sampler refuses it and the
+bound would be infinite), so ε with such a schedule is refused here, when the model is built
+(Lin et al. 2023, §3.2, train it with v-prediction).
 
 L_vlb is estimated as T·L_t (bits/dim) for the sampled t; its terms come from
 :mod:`tfddim.diffusion.likelihood`. Everything that is not the objective (the
@@ -29,9 +42,10 @@ import tensorflow as tf
 
 from tfddim import sampling
 from tfddim.diffusion import steps
-from tfddim.diffusion.kinds import Decoder, Variance, parse_kind
+from tfddim.diffusion.kinds import Decoder, Prediction, Variance, parse_kind
 from tfddim.diffusion.likelihood import LikelihoodTerms
 from tfddim.training.base import NoisedTrainer, as_network
+from tfddim.training.weighting import check_min_snr_gamma, min_snr_weight
 
 __all__ = ["DiffusionModel", "Loss", "warmup_schedule"]
 
@@ -70,6 +84,17 @@ def _check_objective(network, loss, variance, importance_sampling):
         raise ValueError("importance_sampling applies to loss 'vlb' only (it does not help L_hybrid)")
 
 
+def _check_target(schedule, loss, prediction, min_snr_gamma):
+    """Reject a target the schedule cannot sample from, and min-SNR-γ where there is no MSE to weight."""
+    if min_snr_gamma is not None and loss is Loss.VLB:
+        raise ValueError("min_snr_gamma weights the MSE term, and loss 'vlb' has none (the bound is not reweighted); "
+                         "use loss 'simple' or 'hybrid', or min_snr_gamma=None")
+    if prediction is Prediction.EPSILON and schedule.alphas_cumprod[-1] <= 0:
+        raise ValueError("prediction_type 'epsilon' cannot be trained on a zero-terminal-SNR schedule "
+                         "(alphas_cumprod[T-1] = 0, where x0 = (x_t - sqrt(1-abar)*eps)/sqrt(abar) divides by 0 "
+                         "and the sampler refuses to start); use prediction_type 'v_prediction' or 'sample'")
+
+
 def _check_labels(network, num_classes, label_dropout):
     """Reject label settings that do not match the network."""
     if not 0.0 <= label_dropout < 1.0:
@@ -85,7 +110,8 @@ class DiffusionModel(NoisedTrainer):
     """Trains ``network`` under ``schedule``; keeps an EMA copy for sampling and export.
 
     Args:
-        network: a tfddim network (``UNet``/``MLP``): ``network((x_t, t[, y]))`` → ε (or ε and v).
+        network: a tfddim network (``UNet``/``MLP``): ``network((x_t, t[, y]))`` → the ``prediction_type``
+            target (then the variance interpolation, with a learned variance).
         schedule: the :class:`~tfddim.diffusion.schedules.Schedule` (or its config dict).
         data_shape: the shape of one example, e.g. ``(8, 8, 1)`` or ``(2,)``.
         loss: a :class:`Loss` (or its value): ``"simple"``, ``"hybrid"`` or ``"vlb"``.
@@ -100,12 +126,20 @@ class DiffusionModel(NoisedTrainer):
         decoder: the L_0 :class:`~tfddim.diffusion.kinds.Decoder`, ``"discretized"`` (8-bit images)
             or ``"gaussian"`` (continuous data).
         seed: base seed of the stateless noise.
+        prediction_type: the network's target, a :class:`~tfddim.diffusion.kinds.Prediction` (or its value):
+            ``"epsilon"`` (ε), ``"sample"`` (x₀) or ``"v_prediction"`` (v = √ᾱ·ε − √(1−ᾱ)·x₀). A model saved
+            before this option existed loads as ``"epsilon"``.
+        min_snr_gamma: γ of min-SNR-γ weighting of the MSE (Hang et al. 2023; the paper uses 5), or None for
+            none. A finite number > 0; with ``loss`` ``"simple"`` or ``"hybrid"`` only.
+
+    The ``mse`` metric is the unweighted MSE on the target; ``loss`` is what is minimised.
 
     Call arguments:
         inputs: ``(x_t, t[, y])``, passed to the *training* network.
 
     References:
-        Ho et al. 2020 (DDPM); Nichol & Dhariwal 2021 (improved DDPM); Ho & Salimans 2022 (label dropout).
+        Ho et al. 2020 (DDPM); Nichol & Dhariwal 2021 (improved DDPM); Ho & Salimans 2022 (label dropout);
+        Salimans & Ho 2022 (v-prediction); Hang et al. 2023 (min-SNR-γ); Lin et al. 2023 (zero terminal SNR).
     """
 
     def __init__(
@@ -123,16 +157,26 @@ class DiffusionModel(NoisedTrainer):
         label_dropout=0.0,
         decoder="discretized",
         seed=0,
+        prediction_type="epsilon",
+        min_snr_gamma=None,
         **kwargs,
     ):
         network = as_network(network)
         loss = parse_kind(Loss, loss, "loss")
         variance = parse_kind(Variance, variance, "variance")
         decoder = parse_kind(Decoder, decoder, "decoder")
+        prediction = parse_kind(Prediction, prediction_type, "prediction_type")
+        min_snr_gamma = check_min_snr_gamma(min_snr_gamma)
         _check_objective(network, loss, variance, importance_sampling)
         _check_labels(network, num_classes, label_dropout)
         super().__init__(network, schedule, data_shape, ema_decay=ema_decay, ema_warmup=ema_warmup, seed=seed,
                          label_inputs=num_classes is not None, **kwargs)
+        _check_target(self.schedule, loss, prediction, min_snr_gamma)
+        self.prediction_type = prediction
+        self.min_snr_gamma = min_snr_gamma
+        # The weight of each t, computed once in float64 from the schedule's SNR (0 where ᾱ = 0).
+        self._mse_weights = None if min_snr_gamma is None else tf.constant(
+            min_snr_weight(self.schedule.snr, min_snr_gamma, prediction).numpy(), tf.float32)
         self.loss_kind = loss  # not ``self.loss``: Keras' compile owns that name
         self.vlb_weight = float(vlb_weight)
         self.variance = variance
@@ -229,28 +273,54 @@ class DiffusionModel(NoisedTrainer):
             raise ValueError("a class-conditional DiffusionModel needs (images, labels) batches")
         return tf.cast(x0, tf.float32), tf.cast(y, tf.int32)
 
+    def target(self, x0, eps, alpha_bar_t):
+        """What the network is trained to output: ε, x₀ or v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀ (Salimans & Ho 2022)."""
+        if self.prediction_type is Prediction.EPSILON:
+            return eps
+        if self.prediction_type is Prediction.SAMPLE:
+            return x0
+        return steps.v_from_x0_eps(x0, eps, alpha_bar_t)
+
+    def x0_from_output(self, x_t, output, alpha_bar_t):
+        """x̂₀ from the network's (target) output, as the sampler converts it."""
+        if self.prediction_type is Prediction.EPSILON:
+            return steps.x0_from_eps(x_t, output, alpha_bar_t)
+        if self.prediction_type is Prediction.SAMPLE:
+            return output
+        return steps.x0_from_v(x_t, output, alpha_bar_t)
+
+    def mse_weights(self, t):
+        """The per-example weight of the MSE: min-SNR-γ's for each t (:mod:`~tfddim.training.weighting`), or 1."""
+        if self._mse_weights is None:
+            return tf.ones(tf.shape(t), tf.float32)
+        return tf.gather(self._mse_weights, t)
+
     def compute_losses(self, network, x0, x_t, t, eps, y, weights, training):
-        """Per-example (loss, mse, T·L_t) for one batch (DDPM eq. 14; improved DDPM §3.1)."""
+        """Per-example (loss, mse, T·L_t) for one batch (DDPM eq. 14; improved DDPM §3.1).
+
+        ``mse`` is the unweighted MSE on the target; the loss weights it by :meth:`mse_weights`.
+        """
         inputs = (x_t, t) if y is None else (x_t, t, y)
         out = tf.cast(network(inputs, training=training), tf.float32)
         if self.learned_variance:
-            eps_hat, v = tf.split(out, 2, axis=-1)
+            pred, var_interp = tf.split(out, 2, axis=-1)
         else:
-            eps_hat, v = out, None
+            pred, var_interp = out, None
         axes = list(range(1, len(self.data_shape) + 1))
-        mse = tf.reduce_mean(tf.square(eps - eps_hat), axis=axes)
         ab = steps.select_timestep(self._alphas_cumprod, t, x0)
-        # The bound trains only the variance in L_hybrid: the mean sees a frozen ε̂.
-        eps_for_mean = tf.stop_gradient(eps_hat) if self.loss_kind is Loss.HYBRID else eps_hat
-        x0_hat = steps.x0_from_eps(x_t, eps_for_mean, ab)
+        mse = tf.reduce_mean(tf.square(self.target(x0, eps, ab) - pred), axis=axes)
+        weighted_mse = mse * self.mse_weights(t) if self._mse_weights is not None else mse
+        # The bound trains only the variance in L_hybrid: the mean sees a frozen prediction.
+        pred_for_mean = tf.stop_gradient(pred) if self.loss_kind is Loss.HYBRID else pred
+        x0_hat = self.x0_from_output(x_t, pred_for_mean, ab)
         kind = Variance.LEARNED_RANGE if self.learned_variance else self.variance
-        log_var = self.terms.model_log_variance(kind, t, x0, v)
+        log_var = self.terms.model_log_variance(kind, t, x0, var_interp)
         T = float(self.schedule.num_timesteps)
         vlb = T * self.terms.terms_bpd(x0, x_t, t, x0_hat, log_var) * weights
         if self.loss_kind is Loss.SIMPLE:
-            loss = mse
+            loss = weighted_mse
         elif self.loss_kind is Loss.HYBRID:
-            loss = mse + self.vlb_weight * vlb
+            loss = weighted_mse + self.vlb_weight * vlb
         else:
             loss = vlb
         return loss, mse, vlb
@@ -270,7 +340,11 @@ class DiffusionModel(NoisedTrainer):
 
     # ---------------------------------------------------------------- sampling
     def model_fn(self, use_ema=True):
-        """The network as a sampler ``model_fn(x_t, t[, labels])``."""
+        """The network as a sampler ``model_fn(x_t, t[, labels])``.
+
+        It returns the model's ``prediction_type`` target: sample it with that prediction type
+        (``sampling.sample(..., prediction_type=model.prediction_type)``), or use :meth:`sampler`, which does.
+        """
         network = self.ema_network if use_ema else self.network
         if self.num_classes is not None:
             return lambda x, t, y: network((x, t, y), training=False)
@@ -279,6 +353,11 @@ class DiffusionModel(NoisedTrainer):
     def sampler(self, method="ddim", use_ema=True, **options) -> sampling.Sampler:
         """The core graph sampler bound to the EMA network (see :class:`tfddim.sampling.SamplerConfig`)."""
         method = parse_kind(sampling.Method, method, "method")
+        if "prediction_type" in options and parse_kind(Prediction, options["prediction_type"], "prediction_type") \
+                is not self.prediction_type:
+            raise ValueError(f"the model predicts {self.prediction_type.value!r}; a sampler with prediction_type "
+                             f"{options['prediction_type']!r} would misread its output")
+        options["prediction_type"] = self.prediction_type
         options.setdefault("learned_variance", self.learned_variance)
         if method is sampling.Method.DDPM and self.learned_variance:
             options.setdefault("variance", Variance.LEARNED_RANGE)
@@ -299,6 +378,8 @@ class DiffusionModel(NoisedTrainer):
                 "num_classes": self.num_classes,
                 "label_dropout": self.label_dropout,
                 "decoder": self.decoder.value,
+                "prediction_type": self.prediction_type.value,
+                "min_snr_gamma": self.min_snr_gamma,
             }
         )
         return config
