@@ -268,3 +268,13 @@ def classifier_guided_mean(mean, log_variance, grad, scale):
 def classifier_free_eps(eps_uncond, eps_cond, scale):
     """ε̂ = ε_u + w·(ε_c − ε_u) (Ho & Salimans 2022; seed 003's guidance_scale)."""
     return eps_uncond + as_dtype(scale, eps_cond.dtype) * (eps_cond - eps_uncond)
+
+
+def expm1(x):
+    """e^x − 1 without cancellation for small x, as 2·e^{x/2}·sinh(x/2) (exact identity).
+
+    ``tf.math.expm1`` has no ONNX operator (tf2onnx 1.17 cannot convert ``Expm1``); ``Exp`` and ``Sinh``
+    convert, and sinh keeps the relative accuracy at small |x| that ``exp(x) − 1`` loses (the multistep
+    solvers' φ-functions at small step sizes h).
+    """
+    return 2.0 * tf.exp(0.5 * x) * tf.sinh(0.5 * x)

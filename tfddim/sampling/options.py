@@ -36,12 +36,20 @@ class Method(str, enum.Enum):
 
     ``ddim``: the generalized step of eq. 12 with σ(η); ``ddpm``: ancestral sampling with a DDPM variance;
     ``dpmpp_2m``: DPM-Solver++(2M), the second-order multistep solver of the probability-flow ODE in its
-    data-prediction form (Lu et al. 2022), first order on the first and the final step (deterministic).
+    data-prediction form (Lu et al. 2022), first order on the first and the final step (deterministic);
+    ``dpmpp_3m``: DPM-Solver++(3M), its third-order multistep form, warming up at orders 1 and 2 (deterministic);
+    ``dpmpp_2m_sde``: DPM-Solver++(2M) SDE, the second-order multistep solver of the reverse SDE (midpoint
+    variant; stochastic, takes noise but no η);
+    ``unipc``: UniPC-3 (Zhao et al. 2023), a predictor-corrector multistep solver with B(h) = e^h − 1 in data
+    prediction whose corrector reuses the next step's network call (deterministic).
     """
 
     DDIM = "ddim"
     DDPM = "ddpm"
     DPMPP_2M = "dpmpp_2m"
+    DPMPP_3M = "dpmpp_3m"
+    DPMPP_2M_SDE = "dpmpp_2m_sde"
+    UNIPC = "unipc"
 
 
 class SigmaHat(str, enum.Enum):
@@ -104,7 +112,8 @@ class SamplerConfig:
     """Everything about a sampler that is fixed at trace time.
 
     Attributes:
-        method: :class:`Method` (``"ddim"``, ``"ddpm"`` or ``"dpmpp_2m"``).
+        method: :class:`Method` (``"ddim"``, ``"ddpm"``, ``"dpmpp_2m"``, ``"dpmpp_3m"``, ``"dpmpp_2m_sde"``,
+            ``"unipc"``).
         variance: DDPM variance, :class:`Variance`: ``"fixed_small"`` (β̃), ``"fixed_large"`` (β), ``"learned_range"``.
         prediction_type: :class:`Prediction`: ``"epsilon"``, ``"sample"`` (x₀) or ``"v_prediction"``.
         learned_variance: the network returns 2C channels on the last axis,

@@ -13,8 +13,12 @@ from tfddim.sampling.solvers.base import Coefficients, Denoised, Solver, guided_
 from tfddim.sampling.solvers.ddim import DDIM
 from tfddim.sampling.solvers.ddpm import DDPM
 from tfddim.sampling.solvers.dpmpp_2m import DPMSolverPP2M
+from tfddim.sampling.solvers.dpmpp_2m_sde import DPMSolverPP2MSDE
+from tfddim.sampling.solvers.dpmpp_3m import DPMSolverPP3M
+from tfddim.sampling.solvers.unipc import UniPC
 
-__all__ = ["Coefficients", "Denoised", "Solver", "guided_by_classifier", "make", "DDIM", "DDPM", "DPMSolverPP2M"]
+__all__ = ["Coefficients", "Denoised", "Solver", "guided_by_classifier", "make", "DDIM", "DDPM", "DPMSolverPP2M",
+           "DPMSolverPP3M", "DPMSolverPP2MSDE", "UniPC"]
 
 
 def make(config: SamplerConfig) -> Solver:
@@ -23,5 +27,8 @@ def make(config: SamplerConfig) -> Solver:
         Method.DDIM: DDIM,
         Method.DDPM: lambda: DDPM(config.variance),
         Method.DPMPP_2M: DPMSolverPP2M,
+        Method.DPMPP_3M: DPMSolverPP3M,
+        Method.DPMPP_2M_SDE: DPMSolverPP2MSDE,
+        Method.UNIPC: UniPC,
     }
     return builders[config.method]()

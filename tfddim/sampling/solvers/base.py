@@ -33,6 +33,9 @@ class Coefficients(NamedTuple):
         first: bool scalar, this is the first step.
         has_next: bool scalar, a listed timestep follows (false on the final step into the clean level).
         eta: DDIM's η, a scalar of x's dtype (0 for solvers that take none).
+        steps_left: int32 scalar, the steps after this one (0 on the final step): multistep solvers lower
+            their order near the end (diffusers' ``lower_order_final``).
+        num_steps: int32 scalar, S.
     """
 
     alpha_bar_t: tf.Tensor
@@ -42,6 +45,8 @@ class Coefficients(NamedTuple):
     first: tf.Tensor
     has_next: tf.Tensor
     eta: tf.Tensor
+    steps_left: tf.Tensor
+    num_steps: tf.Tensor
 
 
 class Denoised(NamedTuple):
