@@ -247,7 +247,8 @@ def run(cfg: EvaluateConfig) -> dict:
     os.makedirs(out, exist_ok=True)
     model_fn = lambda x, t: network((x, t), training=False)  # noqa: E731
     clip = config.get("sampling", {}).get("clip_x0")
-    options = {"learned_variance": learned, "clip_x0": None if clip is None else tuple(clip)}
+    prediction = config.get("diffusion", {}).get("prediction_type", "epsilon")  # runs before the key: epsilon
+    options = {"learned_variance": learned, "clip_x0": None if clip is None else tuple(clip), "prediction_type": prediction}
 
     data_section = config["data"]
     real, _ = real_data(data_section, "train")
@@ -263,7 +264,7 @@ def run(cfg: EvaluateConfig) -> dict:
         files.update(figure_files)
     else:
         fig_steps, recon_errors = [], []
-    nll = _nll(cfg, model_fn, schedule, learned, real.ndim, data_section)
+    nll = _nll(cfg, _as_eps(model_fn, schedule, prediction, learned), schedule, learned, real.ndim, data_section)
 
     report = _report(cfg.run_dir, metadata, ref["kind"], ref["net"], ref["half"], ref["n"], cfg.seed, tables, files,
                      fig_steps, recon_errors, nll, rows, min(50, schedule.num_timesteps))
@@ -385,6 +386,26 @@ def _figures(cfg: EvaluateConfig, out: str, model_fn, schedule, x_T: np.ndarray,
         rf"$\hat{{x}}_0$ at step i of a {traj_steps}-step DDIM (η = 0) run",
         col_labels=[f"{i + 1}\nt={t}" for i, t in enumerate(taus)], xlabel=r"step i (timestep t): the $\hat{x}_0$ it predicts")
     return fig_steps, recon_errors, files
+
+
+def _as_eps(model_fn, schedule, prediction_type: str, learned: bool):
+    """``model_fn`` with its prediction converted to ε (the NLL code reads ε; a learned variance passes through)."""
+    if prediction_type == "epsilon":
+        return model_fn
+    import tensorflow as tf
+
+    from tfddim.diffusion import steps
+
+    table = tf.constant(schedule.alphas_cumprod, tf.float32)
+
+    def fn(x, t):
+        out = model_fn(x, t)
+        pred, rest = tf.split(out, 2, axis=-1) if learned else (out, None)
+        ab = steps.select_timestep(table, t, x)
+        eps = steps.eps_from_x0(x, pred, ab) if prediction_type == "sample" else steps.eps_from_v(x, pred, ab)
+        return eps if rest is None else tf.concat([eps, rest], axis=-1)
+
+    return fn
 
 
 def _nll(cfg: EvaluateConfig, model_fn, schedule, learned: bool, data_ndim: int, data_section: dict) -> dict:

@@ -105,7 +105,8 @@ def run(cfg: GuidanceConfig) -> dict:
     out = cfg.out_dir
     clip = config.get("sampling", {}).get("clip_x0")
     options = {"clip_x0": None if clip is None else tuple(clip),
-               "learned_variance": bool(getattr(network, "learned_variance", False))}
+               "learned_variance": bool(getattr(network, "learned_variance", False)),
+               "prediction_type": config.get("diffusion", {}).get("prediction_type", "epsilon")}
 
     real, real_labels = evaluate.real_data(config["data"], "train")
     perm = np.random.default_rng(seed).permutation(len(real))

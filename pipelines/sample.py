@@ -9,7 +9,10 @@ Keras progress bar. Sample i depends only on ``seed`` and i: x_T comes from
 ``[S, ...]`` is drawn with numpy from ``np.random.default_rng([seed, i])`` and
 passed to the export's ``sample_with_noise``, so neither ``batch_size`` nor the
 backend changes the samples (TensorFlow and ONNX Runtime agree to float32
-rounding). DPM-Solver++ and eta = 0 use no noise.
+rounding). The deterministic solvers (``--method`` ddim at eta = 0, dpmpp_2m, dpmpp_3m,
+unipc) use no noise and run the export's ``sample_ode`` with ``--spacing``; ``--method auto``
+(the default) picks the recommended solver and spacing for ``--steps``
+(:func:`tfddim.sampling.recommended`, chosen by ``make bench``'s solver-error table).
 
 The output folder is created and checked writable before the model is opened,
 so a bad ``--out`` costs nothing; a damaged export (a truncated
@@ -29,7 +32,8 @@ import numpy as np
 
 from tfddim.pipelines.config import check_at_least
 
-METHODS = ("ddim", "dpmpp_2m")
+METHODS = ("auto", "ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
+SPACINGS = ("auto", "uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic")
 BACKENDS = ("tf", "onnx")
 # The model that ships with the project (MODEL_CARD.md beside it), found from the checkout.
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "digits", "1")
@@ -51,7 +55,12 @@ class SampleConfig:
         npz: also write the samples as ``.npz`` (always for data that are not images).
         batch_size: samples per graph call; >= 1.
         backend: ``tf`` (the SavedModel) or ``onnx`` (its ONNX graphs in ONNX Runtime).
-        method: ``ddim`` or ``dpmpp_2m`` (DPM-Solver++(2M), deterministic).
+        method: ``auto`` (the recommended deterministic solver for ``steps``,
+            :func:`tfddim.sampling.recommended`; DDIM when ``eta`` > 0), ``ddim``, or a deterministic
+            higher-order solver: ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``.
+        spacing: ``auto`` (the recommended spacing for the solver; the export's own spacing for
+            stochastic DDIM, which runs ``sample_with_noise``) or a spacing the export computes in its
+            graph (``export.json: ode_spacings``).
     """
 
     model: Optional[str] = None
@@ -65,7 +74,8 @@ class SampleConfig:
     npz: bool = False
     batch_size: int = 256
     backend: str = "tf"
-    method: str = "ddim"
+    method: str = "auto"
+    spacing: str = "auto"
 
     def __post_init__(self):
         if self.labels is not None:
@@ -79,8 +89,27 @@ class SampleConfig:
             raise ValueError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
-        if self.method == "dpmpp_2m" and self.eta != 0.0:
-            raise ValueError("--eta applies only to --method ddim (dpmpp_2m is deterministic)")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"--spacing must be one of {SPACINGS}, got {self.spacing!r}")
+        if self.method not in ("auto", "ddim") and self.eta != 0.0:
+            raise ValueError(f"--eta applies only to --method ddim ({self.method} is deterministic)")
+
+    @property
+    def stochastic(self) -> bool:
+        """DDIM with η > 0: ``sample_with_noise`` with per-sample numpy noise, on the export's spacing."""
+        return self.method in ("auto", "ddim") and self.eta > 0
+
+    def solver(self) -> tuple:
+        """(method, spacing) of a deterministic request, ``auto`` resolved (:func:`tfddim.sampling.recommended`)."""
+        from tfddim.sampling.recommended import recommended
+
+        method, spacing = recommended(self.steps)
+        method = method if self.method == "auto" else self.method
+        if self.spacing != "auto":
+            spacing = self.spacing
+        elif self.method != "auto":
+            spacing = recommended(self.steps, method)[1]
+        return method, spacing
 
     @property
     def model_dir(self) -> str:
@@ -114,7 +143,10 @@ def run(cfg: SampleConfig) -> dict:
         path = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(path, x_0=x0, x_T=x_T, **({} if y is None else {"labels": y}))
         files.append(path)
-    what = f"DDIM steps, eta={cfg.eta}" if cfg.method == "ddim" else "DPM-Solver++(2M) steps"
+    if cfg.stochastic:
+        what = f"DDIM steps, eta={cfg.eta}, spacing {sampler.manifest.spacing.value}"
+    else:
+        what = "{} steps, spacing {}".format(*cfg.solver())
     print(f"tfddim sample: {n} samples, {cfg.steps} {what}, backend {cfg.backend}; wrote {', '.join(files)}")
     return {"x_0": x0, "files": files}
 
@@ -213,13 +245,23 @@ def _sample_noise(seed: int, indices, steps: int, shape) -> np.ndarray:
 def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
     """The samples of ``x_T`` in batches of ``cfg.batch_size`` (a progress bar when there is more than one).
 
-    Sample i depends only on ``(cfg.seed, i)`` (see the module docstring): every call goes through
-    ``sample_with_noise`` (empty noise for eta = 0) or the deterministic ``sample_dpmpp_2m``.
+    Sample i depends only on ``(cfg.seed, i)`` (see the module docstring): eta > 0 goes through
+    ``sample_with_noise``, every deterministic request through ``sample_ode`` (or, for an export written
+    before it, ``sample_with_noise`` with empty noise / ``sample_dpmpp_2m`` on the export's spacing).
     """
     import keras
 
     n, shape = len(x_T), tuple(sampler.data_shape)
-    stochastic = cfg.method == "ddim" and cfg.eta > 0
+    stochastic = cfg.stochastic
+    if stochastic and cfg.spacing not in ("auto", sampler.manifest.spacing.value):
+        raise ValueError(f"--spacing {cfg.spacing}: stochastic DDIM (eta > 0) runs on the export's own spacing, "
+                         f"{sampler.manifest.spacing.value}; leave --spacing out or use --eta 0")
+    method, spacing = (None, None) if stochastic else cfg.solver()
+    if not stochastic and not sampler._has("sample_ode"):  # exports written before sample_ode: their own signatures
+        if method not in ("ddim", "dpmpp_2m") or spacing != sampler.manifest.spacing.value:
+            raise ValueError(f"{cfg.model_dir} has no sample_ode signature (exported before it existed), so it runs only "
+                             f"ddim or dpmpp_2m on its spacing {sampler.manifest.spacing.value}: pass --method ddim "
+                             f"--spacing {sampler.manifest.spacing.value}, or re-export the model with `tfddim export`")
     batch = cfg.batch_size
     if stochastic:  # bound the numpy noise held per call
         batch = max(1, min(batch, _NOISE_BYTES // (4 * cfg.steps * int(np.prod(shape)))))
@@ -228,13 +270,16 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         x, chunk_labels = x_T[start:stop], None if y is None else y[start:stop]
-        if cfg.method == "dpmpp_2m":
-            chunks.append(sampler.sample_dpmpp_2m(x, cfg.steps, labels=chunk_labels, guidance_scale=cfg.guidance_scale))
+        cond = dict(labels=chunk_labels, guidance_scale=cfg.guidance_scale)
+        if stochastic:
+            noise = _sample_noise(cfg.seed, range(start, stop), cfg.steps, shape)
+            chunks.append(sampler.sample_with_noise(x, cfg.steps, cfg.eta, noise, **cond))
+        elif sampler._has("sample_ode"):
+            chunks.append(sampler.sample_ode(x, cfg.steps, method, spacing, **cond))
+        elif method == "dpmpp_2m":
+            chunks.append(sampler.sample_dpmpp_2m(x, cfg.steps, **cond))
         else:
-            noise = (_sample_noise(cfg.seed, range(start, stop), cfg.steps, shape) if stochastic
-                     else np.zeros((0, *x.shape), np.float32))
-            chunks.append(sampler.sample_with_noise(x, cfg.steps, cfg.eta, noise, labels=chunk_labels,
-                                                    guidance_scale=cfg.guidance_scale))
+            chunks.append(sampler.sample_with_noise(x, cfg.steps, 0.0, np.zeros((0, *x.shape), np.float32), **cond))
         if bar is not None:
             bar.update(stop)
     return chunks

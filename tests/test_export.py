@@ -39,7 +39,8 @@ def test_layout_and_assets(uncond):
         assert os.path.exists(os.path.join(path, name)), name
     info = json.load(open(layout.ExportLayout(path).export_json))
     assert info["spacing"] == "uniform" and info["clip_x0"] == [-1.0, 1.0]
-    assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "encode", "predict_x0"}
+    assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "sample_ode", "encode",
+                                      "predict_x0"}
     assert sorted(loaded.signatures["serving_default"].structured_input_signature[1]) == ["eta", "num_steps", "seed", "x_T"]
 
 
@@ -48,12 +49,14 @@ def test_the_manifest_is_typed_and_machine_readable(uncond, cond, sched):
     from tfddim.diffusion.spacing import Spacing
 
     methods = {"encode": "ddim_inversion", "predict_x0": "network", "sample_dpmpp_2m": "dpmpp_2m",
-               "sample_with_noise": "ddim", "serving_default": "ddim"}
+               "sample_with_noise": "ddim", "serving_default": "ddim", "sample_ode": "ode"}
     u, c = layout.read_manifest(uncond[2]), layout.read_manifest(cond[2])
     for m, loaded in ((u, uncond[3]), (c, cond[3])):
         assert m.format_version == 2 and m.methods == methods and set(m.signatures) == set(loaded.signatures)
         assert m.num_timesteps == T and m.schedule_sha256 == layout.schedule_sha256(sched.to_config())
         assert m.prediction_type.value == "epsilon" and m.learned_variance is False and m.data_shape == (8, 8, 1)
+    assert u.ode_methods == ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
+    assert u.ode_spacings == ("uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic")
     assert (u.spacing, u.clip_x0, u.conditioning) == (Spacing.UNIFORM, (-1.0, 1.0), layout.ExportConditioning())
     assert (c.spacing, c.clip_x0) == (Spacing.TRAILING, None)
     assert c.conditioning == layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER_FREE, 3, 3, True)
@@ -89,6 +92,39 @@ def test_noise_encode_and_predict_signatures(uncond, sched):
     ab = tf.constant(sched.alphas_cumprod[[0, 10, 49]].reshape(3, 1, 1, 1), tf.float32)
     assert_close(out["eps"], eps)
     assert_close(out["x_0"], steps.x0_from_eps(x_T(), eps, ab))
+
+
+ODE_CASES = [(m, sp) for m in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
+             for sp in ("uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic")]
+
+
+def test_sample_ode_runs_every_solver_and_spacing_as_the_in_process_sampler(uncond, cond, sched):
+    """sample_ode picks the solver and the spacing by index; each pair equals the in-process sampler with them."""
+    from tfddim.export.saved_model import ODE_METHODS, ODE_SPACINGS
+
+    cache = sampling.SamplerCache()  # one trace per solver: the spacings differ only in the timesteps tensor
+    for (net, _, _, loaded), conditional in ((uncond, False), (cond, True)):
+        labels = tf.constant([0, 2, 1])
+        fn = (lambda x, t, y: net((x, t, y))) if conditional else (lambda x, t: net((x, t)))
+        for method, spacing in ODE_CASES:
+            S = 6
+            extra = dict(labels=labels, guidance_scale=tf.constant(2.0)) if conditional else {}
+            got = loaded.signatures["sample_ode"](x_T=x_T(), num_steps=tf.constant(S), method=tf.constant(ODE_METHODS.index(method)),
+                                                  spacing=tf.constant(ODE_SPACINGS.index(spacing)), **extra)["x_0"]
+            taus = schedules.spaced_timesteps(T, S, spacing, schedule=sched)
+            if conditional:
+                want = sampling.sample(fn, x_T(), sched, taus, method=method, labels=labels, cache=cache,
+                                       guidance=sampling.ClassifierFreeGuidance(null_label=3), guidance_scale=2.0)
+            else:
+                want = sampling.sample(fn, x_T(), sched, taus, method=method, clip_x0=(-1, 1), cache=cache)
+            assert_close(got, want)
+            if not conditional and (method, spacing) == ("dpmpp_2m", "uniform"):  # the older signature: the same loop
+                assert_close(got, loaded.signatures["sample_dpmpp_2m"](x_T=x_T(), num_steps=tf.constant(S))["x_0"])
+        for name, bad in (("method", 4), ("method", -1), ("spacing", 7)):
+            args = dict(dict(method=tf.constant(0), spacing=tf.constant(0)), **{name: tf.constant(bad)})
+            extra = dict(labels=labels, guidance_scale=tf.constant(1.0)) if conditional else {}
+            with pytest.raises(tf.errors.InvalidArgumentError, match=f"{name} must be an index in"):
+                loaded.signatures["sample_ode"](x_T=x_T(), num_steps=tf.constant(3), **args, **extra)
 
 
 def test_conditional_export_takes_labels_and_guidance(cond, sched):

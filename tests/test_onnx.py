@@ -33,7 +33,8 @@ def test_onnx_layout_names_and_opset(uncond):
     manifest = json.load(open(os.path.join(path, "onnx", "onnx.json")))
     assert manifest["opset"] >= 17 and manifest["num_timesteps"] == T
     loaded = uncond[3]
-    for name in ("sample_with_noise", "sample_dpmpp_2m", "encode"):
+    assert not os.path.exists(os.path.join(path, "onnx", "sample_dpmpp_2m.onnx"))  # sample_ode runs it
+    for name in ("sample_with_noise", "sample_ode", "encode"):
         model = onnx.load(os.path.join(path, "onnx", f"{name}.onnx"))
         assert {o.domain: o.version for o in model.opset_import}[""] >= 17
         # the ONNX inputs carry the SavedModel signature's keys (x_T, not TF's lower-cased x_t)
@@ -91,6 +92,23 @@ def test_onnx_encode_and_dpm_solver_match_and_the_onnx_sampler_is_stochastic_by_
     a, b, c = (onnx_s.sample(x, 6, eta=1.0, seed=s) for s in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
     assert np.max(np.abs(a - c)) > 1e-3
+
+
+def test_sample_ode_matches_in_onnx_for_every_solver_and_spacing(uncond, cond):
+    """The one ONNX graph of sample_ode (no If: the solver is picked inside the loop) against the SavedModel."""
+    for export, conditional in ((uncond, False), (cond, True)):
+        tf_s, onnx_s = backends(export)
+        x = tf_s.starting_noise(2, seed=3)
+        extra = dict(labels=[2, 0], guidance_scale=2.0) if conditional else {}
+        for method in tf_s.manifest.ode_methods:
+            for spacing in tf_s.manifest.ode_spacings:
+                for S in ((1, 9) if not conditional else (9,)):
+                    want = tf_s.sample_ode(x, S, method, spacing, **extra)
+                    assert gap(onnx_s.sample_ode(x, S, method, spacing, **extra), want) <= PARITY, (method, spacing, S)
+        with pytest.raises(ValueError, match="method must be one of"):
+            onnx_s.sample_ode(x, 5, "dpmpp_2m_sde", "uniform", **extra)
+        with pytest.raises(ValueError, match="spacing must be one of"):
+            tf_s.sample_ode(x, 5, "unipc", "ddim10", **extra)
 
 
 def test_conditional_onnx_matches_with_labels_and_guidance(cond):
@@ -194,7 +212,8 @@ def test_the_shipped_models_have_the_dpm_solver_signature(tmp_path):
     tf_x0 = SavedModelSampler(sample.DEFAULT_MODEL).sample_dpmpp_2m(x, 10)
     assert gap(OnnxSampler(sample.DEFAULT_MODEL).sample_dpmpp_2m(x, 10), tf_x0) <= PARITY
     out = str(tmp_path / "dpm.png")
-    assert cli.main(["sample", "--method", "dpmpp_2m", "--n", "3", "--steps", "10", "--seed", "1", "--out", out, "--npz"]) == 0
+    assert cli.main(["sample", "--method", "dpmpp_2m", "--spacing", "uniform", "--n", "3", "--steps", "10", "--seed", "1",
+                     "--out", out, "--npz"]) == 0
     np.testing.assert_allclose(np.load(str(tmp_path / "dpm.npz"))["x_0"], tf_x0, atol=1e-6)
     with pytest.raises(ValueError, match="--eta applies only to --method ddim"):
         sample.run(sample.SampleConfig(n=2, steps=5, eta=0.5, method="dpmpp_2m", out=out))

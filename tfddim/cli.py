@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base-dir", default="saved_models", help="where models live (default: saved_models)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--onnx", action="store_true",
-                        help="also write ONNX graphs (sample_with_noise, sample_dpmpp_2m, encode) to VERSION/onnx/, checked in ONNX Runtime")
+                        help="also write ONNX graphs (sample_with_noise, sample_dpmpp_2m, sample_ode, encode) to VERSION/onnx/, checked in ONNX Runtime")
     export.add_argument("--classifier-run", default=None, metavar="DIR",
                         help="bundle this noise-aware classifier run: sampling uses classifier guidance (labels, guidance_scale)")
     export.set_defaults(func=_run_export)
@@ -146,8 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps S")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
-    sample.add_argument("--method", choices=("ddim", "dpmpp_2m"), default="ddim",
-                        help="ddim (with --eta) or dpmpp_2m: DPM-Solver++(2M), deterministic, better at few steps")
+    sample.add_argument("--method", choices=("auto", "ddim", "dpmpp_2m", "dpmpp_3m", "unipc"), default="auto",
+                        help="the solver: auto (the recommended one for --steps; DDIM when --eta > 0), ddim, or a "
+                             "deterministic higher-order solver dpmpp_2m, dpmpp_3m, unipc")
+    sample.add_argument("--spacing", default="auto",
+                        choices=("auto", "uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic"),
+                        help="the timestep spacing of a deterministic solver (auto: the recommended one; "
+                             "eta > 0 uses the export's own)")
     sample.add_argument("--seed", type=_seed, default=0,
                         help="x_T and the eta > 0 noise: sample i depends only on (seed, i), not on --batch-size or --backend")
     sample.add_argument("--labels", type=_int_list, default=None, help="class labels, cycled over the samples, e.g. 0,1,2")
@@ -324,7 +329,8 @@ def _run_sample(args) -> int:
 
     sample.run(sample.SampleConfig(model=args.model, n=args.n, steps=args.steps, eta=args.eta, seed=args.seed,
                                    labels=args.labels, guidance_scale=args.guidance_scale, out=args.out, npz=args.npz,
-                                   batch_size=args.batch_size, backend=args.backend, method=args.method))
+                                   batch_size=args.batch_size, backend=args.backend, method=args.method,
+                                   spacing=args.spacing))
     return 0
 
 

@@ -63,7 +63,8 @@ def reexport(version_dir: str, max_batch) -> float:
     requests = _requests(manifest)
     old = _outputs(before.loaded, requests)
     options = ExportOptions(spacing=manifest.spacing, clip_x0=manifest.clip_x0,
-                            final_alpha_cumprod=manifest.final_alpha_cumprod, max_batch=max_batch)
+                            final_alpha_cumprod=manifest.final_alpha_cumprod, max_batch=max_batch,
+                            prediction_type=manifest.prediction_type)
     base, version = os.path.split(os.path.normpath(version_dir))
     path = export_saved_model(before.network, before.schedule, manifest.data_shape, base, int(version), options,
                               metadata=layout.read_metadata(version_dir), overwrite=True,

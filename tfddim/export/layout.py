@@ -61,6 +61,11 @@ key                      JSON value                         meaning
                                                             graph and by :mod:`tfddim.runtime` (null: no limit;
                                                             absent in format 1 and in format-2 files written
                                                             before it existed, which read as null)
+``ode_methods``          [str] or null                      the solvers ``sample_ode``'s ``method`` input picks:
+                                                            ``method = i`` runs ``ode_methods[i]`` (null: no
+                                                            ``sample_ode``; absent before it existed)
+``ode_spacings``         [str] or null                      the spacings ``sample_ode``'s ``spacing`` input picks,
+                                                            by index as ``ode_methods``
 ======================== ================================== ===================================================
 
 Format versions of ``export.json``:
@@ -127,7 +132,7 @@ ONNX_NOISE_NOTE = "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an
 _FORMAT1_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                     "encode": "ddim_inversion", "predict_x0": "network"}
 # Format-2 keys added after format 2 was first written: absent, they read as None.
-_OPTIONAL_KEYS = ("max_batch",)
+_OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -287,6 +292,16 @@ def _methods(methods, signatures, where: str) -> Dict[str, str]:
     return {k: methods[k] for k in sorted(methods)}
 
 
+def _names(value, where: str, key: str) -> Optional[Tuple[str, ...]]:
+    """An optional non-empty list of distinct lower-case names (``ode_methods``, ``ode_spacings``)."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value)
+            or not all(isinstance(v, str) and _NAME.match(v) for v in value)):
+        _fail(where, key, f"must be null or a non-empty list of distinct names, got {value!r}")
+    return tuple(value)
+
+
 def _set(frozen, **values) -> None:
     """Store parsed values on a frozen dataclass (from its ``__post_init__``)."""
     for key, value in values.items():
@@ -372,6 +387,8 @@ class ExportManifest:
     tfddim_version: Optional[str]
     format_version: int = FORMAT_VERSION
     max_batch: Optional[int] = None
+    ode_methods: Optional[Tuple[str, ...]] = None
+    ode_spacings: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self):
         where = EXPORT_JSON
@@ -390,7 +407,11 @@ class ExportManifest:
              learned_variance=_bool(self.learned_variance, where, "learned_variance"),
              data_shape=_shape(self.data_shape, where),
              num_timesteps=_int(self.num_timesteps, where, "num_timesteps", 1),
-             max_batch=_optional_int(self.max_batch, where, "max_batch", 1))
+             max_batch=_optional_int(self.max_batch, where, "max_batch", 1),
+             ode_methods=_names(self.ode_methods, where, "ode_methods"),
+             ode_spacings=_names(self.ode_spacings, where, "ode_spacings"))
+        if ("sample_ode" in signatures) != (self.ode_methods is not None and self.ode_spacings is not None):
+            _fail(where, "ode_methods", "and ode_spacings must be given exactly when there is a sample_ode signature")
         sha, tfddim_version = self.schedule_sha256, self.tfddim_version
         if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
             _fail(where, "schedule_sha256", f"must be 64 lower-case hex digits, got {sha!r}")
@@ -421,6 +442,8 @@ class ExportManifest:
             "num_timesteps": self.num_timesteps,
             "schedule_sha256": self.schedule_sha256,
             "max_batch": self.max_batch,
+            "ode_methods": None if self.ode_methods is None else list(self.ode_methods),
+            "ode_spacings": None if self.ode_spacings is None else list(self.ode_spacings),
         }
 
     @classmethod

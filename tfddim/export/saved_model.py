@@ -66,9 +66,10 @@ from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing, graph_timesteps
 from tfddim.export import layout, versions
 from tfddim.export import onnx as onnx_export
 from tfddim.export import warmup as serving_warmup
-from tfddim.sampling import Conditioning
+from tfddim.sampling import Conditioning, solvers
+from tfddim.sampling.solvers.select import Selected
 
-__all__ = ["ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "network_from_export",
+__all__ = ["ODE_METHODS", "ODE_SPACINGS", "ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "network_from_export",
            "ExportedNetwork", "SIGNATURE_METHODS", "ONNX_TOLERANCE", "DEFAULT_MAX_BATCH"]
 
 # ONNX Runtime vs the SavedModel on the same inputs, in data units (data lie in [-1, 1]):
@@ -78,7 +79,12 @@ ONNX_TOLERANCE = 1e-4
 # The solver each signature runs (``export.json: methods``): the values are sampling.Method's where one applies;
 # ``encode`` is the deterministic DDIM inversion, ``predict_x0`` one network call.
 SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
-                     "encode": "ddim_inversion", "predict_x0": "network"}
+                     "encode": "ddim_inversion", "predict_x0": "network", "sample_ode": "ode"}
+
+# ``sample_ode``'s choices, by index (``export.json: ode_methods, ode_spacings``): every deterministic solver
+# (DDIM at η = 0) and every spacing the graph computes.
+ODE_METHODS = tuple(m for m in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc") if m in {v.value for v in sampling.Method})
+ODE_SPACINGS = tuple(s.value for s in GRAPH_SPACINGS)
 
 
 # The default bound on a request's batch (ExportOptions.max_batch); see there for why there is one.
@@ -94,6 +100,9 @@ class ExportOptions:
             (``uniform``, ``linspace``, ``trailing``): the graph computes the timesteps from ``num_steps``.
         clip_x0: ``(low, high)`` to clip x̂₀ to, or None.
         final_alpha_cumprod: :class:`~tfddim.diffusion.kinds.FinalAlpha`.
+        prediction_type: :class:`~tfddim.diffusion.kinds.Prediction`, what the network was trained to output
+            (``DiffusionModel.prediction_type``; a run's ``diffusion.prediction_type``): the loops and
+            ``predict_x0`` convert its output by it, and the manifest records it.
         max_batch: the largest batch B one request may ask for (``export.json: max_batch``), checked in the
             graph before any network op and by :mod:`tfddim.runtime`; None for no limit. A model server runs
             every request in one process: memory grows linearly with B (the loop's x, x̂₀ and solver
@@ -109,6 +118,7 @@ class ExportOptions:
     clip_x0: Optional[tuple] = None
     final_alpha_cumprod: FinalAlpha = FinalAlpha.ONE
     max_batch: Optional[int] = DEFAULT_MAX_BATCH
+    prediction_type: Prediction = Prediction.EPSILON
 
     def __post_init__(self):
         spacing = parse_kind(Spacing, self.spacing, "spacing")
@@ -117,6 +127,7 @@ class ExportOptions:
                              f"(the graph computes the timesteps from num_steps), got {self.spacing!r}")
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "final_alpha_cumprod", parse_kind(FinalAlpha, self.final_alpha_cumprod, "final_alpha_cumprod"))
+        object.__setattr__(self, "prediction_type", parse_kind(Prediction, self.prediction_type, "prediction_type"))
         if self.clip_x0 is not None:
             object.__setattr__(self, "clip_x0", tuple(float(v) for v in self.clip_x0))
         m = self.max_batch
@@ -150,7 +161,7 @@ class SamplerModule(tf.Module):
         self.learned_variance = learned = bool(getattr(network, "learned_variance", False))
         conditional = self.network_classes is not None
         common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod,
-                      class_conditional=conditional)
+                      class_conditional=conditional, prediction_type=options.prediction_type)
         if classifier is not None:  # guided-diffusion: ε̂ = ε − s·√(1−ᾱ)·∇ₓ log p_φ(y | x_t, t), s = guidance_scale
             guidance = sampling.ClassifierGuidance(classifier.log_prob_fn())
         else:
@@ -166,6 +177,9 @@ class SamplerModule(tf.Module):
             fn = tf.function(lambda x, t: network((x, t), training=False), input_signature=[spec_x, spec_t])
         self._sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="ddim", guidance=guidance, **common))
         self._dpm_sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="dpmpp_2m", guidance=guidance, **common))
+        # sample_ode: the candidates' step functions, picked per request inside the DDIM sampler's loop
+        self._ode_solvers = [solvers.make(sampling.SamplerConfig(method=m)) for m in ODE_METHODS]
+        object.__setattr__(self, "schedule", schedule)  # untracked: logsnr/karras read its λ when traced
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
         self.serving_signatures = self._make_signatures()
 
@@ -190,7 +204,7 @@ class SamplerModule(tf.Module):
         x = inputs[image]
         shape_x = tf.shape(x)
         batch = _dims(shape_x, 1)[0]
-        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale") if name in inputs]
+        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing") if name in inputs]
 
         def ranks():
             out = [_assert(_shape_is(x, [None, *data]),
@@ -227,6 +241,11 @@ class SamplerModule(tf.Module):
                 T, s = self.num_timesteps, inputs["num_steps"]
                 out += [tf.debugging.assert_greater_equal(s, 1, message="num_steps must be >= 1"),
                         tf.debugging.assert_less_equal(s, T, message=f"num_steps must be <= T = {T}")]
+            for name, choices in (("method", ODE_METHODS), ("spacing", ODE_SPACINGS)):
+                if name in inputs:
+                    names = ", ".join(f"{i} = {c}" for i, c in enumerate(choices))
+                    ok = tf.logical_and(inputs[name] >= 0, inputs[name] < len(choices))
+                    out.append(_assert(ok, f"{name} must be an index in [0, {len(choices) - 1}] ({names}); got", inputs[name]))
             if "labels" in inputs:
                 out += [tf.debugging.assert_greater_equal(inputs["labels"], 0, message="labels must be >= 0"),
                         tf.debugging.assert_less(inputs["labels"], self.num_classes,
@@ -262,7 +281,15 @@ class SamplerModule(tf.Module):
 
     def _timesteps(self, num_steps):
         """The in-graph timesteps for a checked ``num_steps`` (in [1, T])."""
-        return graph_timesteps(self.num_timesteps, num_steps, self.options.spacing)
+        return graph_timesteps(self.num_timesteps, num_steps, self.options.spacing, schedule=self.schedule)
+
+    def _ode(self, x, num_steps, method, spacing, cond):
+        """``sample_ode``'s loop: the timesteps of every graph spacing, one picked by ``spacing`` (all have S
+        entries, so a gather needs no branch), and one loop whose step is the solver picked by ``method``
+        (:class:`~tfddim.sampling.solvers.select.Selected`; no ``If``, so ONNX converts it)."""
+        timesteps = tf.gather(tf.stack([graph_timesteps(self.num_timesteps, num_steps, sp, schedule=self.schedule)
+                                        for sp in ODE_SPACINGS]), spacing)
+        return self._sampler.graph_sample(x, timesteps, cond=cond, solver=Selected(self._ode_solvers, method))
 
     @staticmethod
     def _noise(noise, timesteps):
@@ -305,6 +332,11 @@ class SamplerModule(tf.Module):
             r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, **dict(zip(cond_names, cond))))
             return {"x_0": self._dpm_sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
 
+        def sample_ode(x_T, num_steps, method, spacing, *cond):
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, method=method, spacing=spacing,
+                                          **dict(zip(cond_names, cond))))
+            return {"x_0": self._ode(r["x_T"], r["num_steps"], r["method"], r["spacing"], self._cond(r))}
+
         def encode(x_0, num_steps, *cond):
             r = self._checked("x_0", dict(x_0=x_0, num_steps=num_steps, **dict(zip(cond_names, cond))))
             return {"x_T": self._sampler.graph_encode(r["x_0"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
@@ -313,14 +345,20 @@ class SamplerModule(tf.Module):
             r = self._checked("x_t", dict(x_t=x_t, t=t, **({"labels": labels[0]} if network_conditional else {})))
             x_t, t = r["x_t"], r["t"]
             out = self._sampler.model_fn(x_t, t, r["labels"]) if network_conditional else self._sampler.model_fn(x_t, t)
-            eps = out[..., : self.data_shape[-1]]
+            pred = out[..., : self.data_shape[-1]]
             ab = steps.select_timestep(self._alphas_cumprod, t, x_t)
-            return {"x_0": steps.x0_from_eps(x_t, eps, ab), "eps": eps}
+            kind = self.options.prediction_type
+            if kind is Prediction.EPSILON:
+                return {"x_0": steps.x0_from_eps(x_t, pred, ab), "eps": pred}
+            if kind is Prediction.SAMPLE:
+                return {"x_0": pred, "eps": steps.eps_from_x0(x_t, pred, ab)}
+            return {"x_0": steps.x0_from_v(x_t, pred, ab), "eps": steps.eps_from_v(x_t, pred, ab)}
 
         specs = {
             "serving_default": (sample, [f32("x_T"), i32("num_steps"), f32("eta"), i64("seed"), *extra]),
             "sample_with_noise": (sample_with_noise, [f32("x_T"), i32("num_steps"), f32("eta"), f32("noise"), *extra]),
             "sample_dpmpp_2m": (sample_dpmpp_2m, [f32("x_T"), i32("num_steps"), *extra]),
+            "sample_ode": (sample_ode, [f32("x_T"), i32("num_steps"), i32("method"), i32("spacing"), *extra]),
             "encode": (encode, [f32("x_0"), i32("num_steps"), *extra]),
             "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else [])]),
         }
@@ -372,7 +410,7 @@ def export_manifest(module: SamplerModule) -> layout.ExportManifest:
         spacing=module.options.spacing,
         clip_x0=module.options.clip_x0,
         final_alpha_cumprod=module.options.final_alpha_cumprod,
-        prediction_type=Prediction.EPSILON,  # the exported loops run epsilon networks (SamplerConfig's default)
+        prediction_type=module.options.prediction_type,  # the loops convert the network's output by it
         learned_variance=module.learned_variance,
         conditioning=conditioning,
         data_shape=module.data_shape,
@@ -380,6 +418,8 @@ def export_manifest(module: SamplerModule) -> layout.ExportManifest:
         schedule_sha256=layout.schedule_sha256(json.loads(module.schedule_json)),
         tfddim_version=tfddim.__version__,
         max_batch=module.options.max_batch,
+        ode_methods=ODE_METHODS if "sample_ode" in signatures else None,
+        ode_spacings=ODE_SPACINGS if "sample_ode" in signatures else None,
     )
 
 

@@ -159,7 +159,7 @@ class Sampler:
         return solvers.Coefficients(
             alpha_bar_t=select_timestep(self._alphas_cumprod, t, x), alpha_bar_prev=ab_prev,
             half_log_snr_t=select_timestep(self._half_log_snr, t, x), half_log_snr_prev=lam_prev,
-            first=tf.equal(i, 0), has_next=has_next, eta=eta)
+            first=tf.equal(i, 0), has_next=has_next, eta=eta, steps_left=num_steps - 1 - i, num_steps=num_steps)
 
     # ------------------------------------------------------------ graph loops
     def _graph_checks(self, x, timesteps, eta, noise):
@@ -180,10 +180,14 @@ class Sampler:
             )
         return checks
 
-    def _sample_loop(self, x, timesteps, eta, cond: Conditioning, noise, seed, trajectory):
-        """The one loop: x_{τ_i} → x_{τ_{i+1}} by ``self.solver`` for i = 0 … S−1."""
-        solver = self.solver
-        with tf.control_dependencies(self._graph_checks(x, timesteps, eta, noise)):
+    def _sample_loop(self, x, timesteps, eta, cond: Conditioning, noise, seed, trajectory, solver=None):
+        """The one loop: x_{τ_i} → x_{τ_{i+1}} by ``solver`` (``self.solver`` by default) for i = 0 … S−1."""
+        solver = self.solver if solver is None else solver
+        checks = self._graph_checks(x, timesteps, eta, noise)
+        if solver.uses_noise and noise is None and seed is None:
+            checks.append(tf.debugging.Assert(tf.logical_not(solver.needs_noise(eta)),
+                                              ["this solver draws noise here (eta > 0, or a stochastic method): give seed or noise"]))
+        with tf.control_dependencies(checks):
             x = tf.identity(x)
         num_steps = tf.shape(timesteps)[0]
         eta = steps.as_dtype(eta, x.dtype)
@@ -193,6 +197,8 @@ class Sampler:
                 return None  # a deterministic solver's graph holds no random op (ONNX has none to convert to)
             if noise is not None:
                 z = noise[i]
+            elif seed is None:  # graph_sample without a noise source: η = 0 (asserted below), no random op
+                return tf.zeros_like(x)
             else:
                 needed = tf.logical_and(c.has_next, solver.needs_noise(eta))
                 z = tf.cond(needed, lambda: steps.stateless_step_normal(seed, i, x), lambda: tf.zeros_like(x))
@@ -262,17 +268,21 @@ class Sampler:
         self._functions[key] = compiled
         return compiled
 
-    def graph_sample(self, x_T, timesteps, eta=0.0, seed=None, noise=None, cond: Conditioning = Conditioning()):
+    def graph_sample(self, x_T, timesteps, eta=0.0, seed=None, noise=None, cond: Conditioning = Conditioning(),
+                     solver: solvers.Solver | None = None):
         """The sampling loop as graph ops, for use inside another ``tf.function`` (exported signatures).
 
         No Python-side validation: only the in-graph assertions run. Give
-        ``seed`` (int64 scalar) or ``noise`` (``[S, B, ...]``) when the solver uses noise.
+        ``seed`` (int64 scalar) or ``noise`` (``[S, B, ...]``) when the solver draws noise; with neither,
+        η must be 0 (asserted) and the graph holds no random op. ``solver`` replaces the configured one
+        for this call (``sample_ode``'s :class:`~tfddim.sampling.solvers.select.Selected`).
         """
         x = tf.convert_to_tensor(x_T)
         seed = None if seed is None else tf.cast(seed, tf.int64)
         noise = None if noise is None else tf.cast(noise, x.dtype)
         cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype))
-        return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed, False)
+        return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed, False,
+                                 solver)
 
     def graph_encode(self, x0, timesteps, cond: Conditioning = Conditioning()):
         """DDIM inversion as graph ops (see :meth:`encode`), for exported signatures."""
