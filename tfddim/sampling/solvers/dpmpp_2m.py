@@ -21,10 +21,14 @@ class DPMSolverPP2M(Solver):
         ones = tf.ones(tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0), x.dtype)
         return tf.zeros_like(x), ones
 
-    def step(self, x, d: Denoised, c: Coefficients, scale, noise, state):
+    def extrapolated(self, x, d: Denoised, c: Coefficients, scale, state):
+        """(d guided, D, h): the second-order data estimate, first order on the first and the final step."""
         x0_prev, h_prev = state
         d = guided_by_classifier(x, d, c.alpha_bar_t, scale)
         h = c.half_log_snr_prev - c.half_log_snr_t
         second_order = tf.logical_and(tf.logical_not(c.first), c.has_next)
-        data = steps.dpmpp_2m_x0(d.x0, x0_prev, h, h_prev, second_order)
+        return d, steps.dpmpp_2m_x0(d.x0, x0_prev, h, h_prev, second_order), h
+
+    def step(self, x, d: Denoised, c: Coefficients, scale, noise, state):
+        d, data, h = self.extrapolated(x, d, c, scale, state)
         return steps.dpmpp_update(x, data, c.alpha_bar_t, c.alpha_bar_prev), d.x0, (d.x0, h)

@@ -13,28 +13,22 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfddim.diffusion import steps
-from tfddim.sampling.solvers.base import Coefficients, Denoised, Solver, guided_by_classifier
+from tfddim.sampling.solvers.base import Coefficients, Denoised
+from tfddim.sampling.solvers.dpmpp_2m import DPMSolverPP2M
 
 __all__ = ["DPMSolverPP2MSDE"]
 
 
-class DPMSolverPP2MSDE(Solver):
+class DPMSolverPP2MSDE(DPMSolverPP2M):
+    """DPM-Solver++(2M)'s state and data estimate D, with the SDE's update (module docstring)."""
+
     uses_noise = True
 
     def needs_noise(self, eta):
         return tf.constant(True)
 
-    def init(self, x):
-        ones = tf.ones(tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0), x.dtype)
-        return tf.zeros_like(x), ones
-
     def step(self, x, d: Denoised, c: Coefficients, scale, noise, state):
-        x0_prev, h_prev = state
-        d = guided_by_classifier(x, d, c.alpha_bar_t, scale)
-        h = c.half_log_snr_prev - c.half_log_snr_t
-        second_order = tf.logical_and(tf.logical_not(c.first), c.has_next)
-        data = steps.dpmpp_2m_x0(d.x0, x0_prev, h, h_prev, second_order)
+        d, data, h = self.extrapolated(x, d, c, scale, state)
         ab_t, ab_prev = c.alpha_bar_t, c.alpha_bar_prev
         exp_neg_h = tf.sqrt(1.0 - ab_prev) * tf.sqrt(ab_t) / (tf.sqrt(ab_prev) * tf.sqrt(1.0 - ab_t))
         one_minus = (ab_prev - ab_t) / (ab_prev * (1.0 - ab_t))  # 1 − e^{−2h}
