@@ -55,7 +55,7 @@ def test_the_manifest_parses_once_and_round_trips(tmp_path, schedule_config):
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("spacing", "quad", "export.json: spacing: 'quad' cannot be computed in a graph"),
+    ("spacing", "leading", "export.json: spacing"),  # every Spacing member now has a graph version
     ("spacing", "bogus", "export.json: spacing: unknown spacing"),
     ("final_alpha_cumprod", "two", "export.json: final_alpha_cumprod"),
     ("prediction_type", "noise", "export.json: prediction_type"),
@@ -128,7 +128,8 @@ def test_the_format_1_exports_read_into_the_typed_manifest(name, conditioning):
 def test_the_shipped_exports_are_format_2_with_a_maximum_batch(name):
     m = layout.read_manifest(SHIPPED[name])
     assert m.format_version == 2 and m.max_batch == 4096
-    assert m.methods == SIGNATURES and m.data_shape == (8, 8, 1)
+    assert m.methods == dict(SIGNATURES, sample_ode="ode") and m.data_shape == (8, 8, 1)
+    assert m.ode_methods == ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc") and "time_quadratic" in m.ode_spacings
 
 
 def test_format_1_classifier_guidance_and_unknown_prose(schedule_config):
@@ -171,6 +172,7 @@ def test_export_options_parse_the_spacing_once():
 
     assert export.ExportOptions(spacing="linspace").spacing is Spacing.LINSPACE
     assert export.ExportOptions().final_alpha_cumprod is FinalAlpha.ONE
-    for bad in ("quad", "ddim10"):
+    assert export.ExportOptions(spacing="quad").spacing is Spacing.QUAD  # every named spacing has a graph version
+    for bad in ("ddim10", "10,20"):
         with pytest.raises(ValueError, match="spacing"):
             export.ExportOptions(spacing=bad)
