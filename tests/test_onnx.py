@@ -199,7 +199,9 @@ def test_the_shipped_conditional_model_draws_the_requested_digits(tmp_path):
     accuracy = class_accuracy(DigitsFeatureNet(evaluate.DEFAULT_CLASSIFIER).logits(drawn["x_0"]), drawn["labels"])
     # measured 0.97 on 100 samples at 50 steps; at p = 0.97, P(fewer than 24 of 30 right) < 1e-3
     assert accuracy >= 0.8, accuracy
-    onnx_x0 = OnnxSampler(model).sample(drawn["x_T"][:10], 20, labels=drawn["labels"][:10])
+    # the command's default, the recommended solver and spacing for 20 steps, through the ONNX sample_ode
+    method, spacing = sample.SampleConfig(steps=20).solver()
+    onnx_x0 = OnnxSampler(model).sample_ode(drawn["x_T"][:10], 20, method, spacing, labels=drawn["labels"][:10])
     assert gap(onnx_x0, drawn["x_0"][:10]) <= PARITY
 
 
