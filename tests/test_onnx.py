@@ -100,9 +100,12 @@ def test_sample_ode_matches_in_onnx_for_every_solver_and_spacing(uncond, cond):
         tf_s, onnx_s = backends(export)
         x = tf_s.starting_noise(2, seed=3)
         extra = dict(labels=[2, 0], guidance_scale=2.0) if conditional else {}
+        # every pair on the unconditional export; on the conditional one the spacings that start at T-1 (the
+        # graph of each pair is the same loop, so this checks the labels and guidance inputs, not the spacings)
+        spacings = tf_s.manifest.ode_spacings if not conditional else ("trailing", "logsnr", "time_quadratic")
         for method in tf_s.manifest.ode_methods:
-            for spacing in tf_s.manifest.ode_spacings:
-                for S in ((1, 9) if not conditional else (9,)):
+            for spacing in spacings:
+                for S in (9,):
                     want = tf_s.sample_ode(x, S, method, spacing, **extra)
                     assert gap(onnx_s.sample_ode(x, S, method, spacing, **extra), want) <= PARITY, (method, spacing, S)
         with pytest.raises(ValueError, match="method must be one of"):
