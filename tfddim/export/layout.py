@@ -39,8 +39,8 @@ key                      JSON value                         meaning
                                                             η = 1 is DDPM with β̃), ``dpmpp_2m``,
                                                             ``ddim_inversion`` (``encode``), ``network``
                                                             (``predict_x0``: one network call)
-``spacing``              ``uniform``/``linspace``/          :class:`~tfddim.diffusion.spacing.Spacing` of the
-                         ``trailing``                       in-graph timesteps (``GRAPH_SPACINGS``)
+``spacing``              a named spacing (``uniform``,        :class:`~tfddim.diffusion.spacing.Spacing` of the
+                         ``trailing``, ...)                 in-graph timesteps (``GRAPH_SPACINGS``)
 ``clip_x0``              null or [lo, hi]                   x̂₀ clipping
 ``final_alpha_cumprod``  ``one``/``alpha_0``                :class:`~tfddim.diffusion.kinds.FinalAlpha`
 ``prediction_type``      ``epsilon``/``sample``/            :class:`~tfddim.diffusion.kinds.Prediction` of the

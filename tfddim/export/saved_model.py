@@ -97,7 +97,8 @@ class ExportOptions:
 
     Attributes:
         spacing: :class:`~tfddim.diffusion.spacing.Spacing`, one of :data:`~tfddim.diffusion.spacing.GRAPH_SPACINGS`
-            (``uniform``, ``linspace``, ``trailing``): the graph computes the timesteps from ``num_steps``.
+            (every named spacing): the graph computes the timesteps from ``num_steps``; ``sample_ode`` takes any
+            of them per request.
         clip_x0: ``(low, high)`` to clip x̂₀ to, or None.
         final_alpha_cumprod: :class:`~tfddim.diffusion.kinds.FinalAlpha`.
         prediction_type: :class:`~tfddim.diffusion.kinds.Prediction`, what the network was trained to output
