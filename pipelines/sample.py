@@ -257,7 +257,7 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
         raise ValueError(f"--spacing {cfg.spacing}: stochastic DDIM (eta > 0) runs on the export's own spacing, "
                          f"{sampler.manifest.spacing.value}; leave --spacing out or use --eta 0")
     method, spacing = (None, None) if stochastic else cfg.solver()
-    if not stochastic and not sampler._has("sample_ode"):  # exports written before sample_ode: their own signatures
+    if not stochastic and not sampler.has_signature("sample_ode"):  # exports written before sample_ode: their own signatures
         if method not in ("ddim", "dpmpp_2m") or spacing != sampler.manifest.spacing.value:
             raise ValueError(f"{cfg.model_dir} has no sample_ode signature (exported before it existed), so it runs only "
                              f"ddim or dpmpp_2m on its spacing {sampler.manifest.spacing.value}: pass --method ddim "
@@ -274,7 +274,7 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
         if stochastic:
             noise = _sample_noise(cfg.seed, range(start, stop), cfg.steps, shape)
             chunks.append(sampler.sample_with_noise(x, cfg.steps, cfg.eta, noise, **cond))
-        elif sampler._has("sample_ode"):
+        elif sampler.has_signature("sample_ode"):
             chunks.append(sampler.sample_ode(x, cfg.steps, method, spacing, **cond))
         elif method == "dpmpp_2m":
             chunks.append(sampler.sample_dpmpp_2m(x, cfg.steps, **cond))

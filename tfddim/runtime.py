@@ -145,6 +145,10 @@ class _CheckedSampler(abc.ABC):
             raise ValueError("noise contains NaN or Inf")
         return noise
 
+    def has_signature(self, name: str) -> bool:
+        """Whether the export holds the signature (or ONNX graph) ``name``; older exports lack newer ones."""
+        return self._has(name)
+
     @abc.abstractmethod
     def _has(self, name: str) -> bool:
         """Whether the export holds the function ``name``."""
