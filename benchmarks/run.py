@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks import common  # noqa: E402
 
-BENCHMARKS = ("sampler", "training", "quality", "nfe", "memory")
+BENCHMARKS = ("sampler", "serving", "training", "quality", "nfe", "memory")
 
 
 def render_readme(names=BENCHMARKS) -> None:

@@ -28,6 +28,7 @@ class ExportConfig:
         overwrite: replace an existing version.
         onnx: also write the ONNX graphs to ``VERSION/onnx/``, checked in ONNX Runtime.
         classifier_run: a noise-aware classifier run to bundle (the loops then use classifier guidance).
+        xla: compile the network with XLA inside the SavedModel (:class:`tfddim.export.ExportOptions`).
     """
 
     run_dir: str
@@ -37,6 +38,7 @@ class ExportConfig:
     overwrite: bool = False
     onnx: bool = False
     classifier_run: Optional[str] = None
+    xla: bool = False
 
     def __post_init__(self):
         if not self.name:
@@ -70,7 +72,7 @@ def run(cfg: ExportConfig) -> str:
     run_dir = RunDir(cfg.run_dir)
     schedule = run_dir.read_schedule()
     config, metadata = run_dir.read_config(), run_dir.read_metadata()
-    options = _export_options(config)
+    options = dataclasses.replace(_export_options(config), xla=bool(cfg.xla))
     network = run_dir.load_network()
     # bundle a noise-aware classifier: the loops use classifier guidance
     classifier = None if cfg.classifier_run is None else RunDir(cfg.classifier_run).load_classifier()

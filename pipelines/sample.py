@@ -32,7 +32,8 @@ import numpy as np
 
 from tfddim.pipelines.config import check_at_least
 
-METHODS = ("auto", "ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
+METHODS = ("auto", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "unipc")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 SPACINGS = ("auto", "uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic")
 BACKENDS = ("tf", "onnx")
 # The model that ships with the project (MODEL_CARD.md beside it), found from the checkout.
@@ -57,7 +58,10 @@ class SampleConfig:
         backend: ``tf`` (the SavedModel) or ``onnx`` (its ONNX graphs in ONNX Runtime).
         method: ``auto`` (the recommended deterministic solver for ``steps``,
             :func:`tfddim.sampling.recommended`; DDIM when ``eta`` > 0), ``ddim``, or a deterministic
-            higher-order solver: ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``.
+            higher-order solver: ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``; or ``ddpm``, improved DDPM's strided
+            ancestral sampler on the export's spacing (``sample_ddpm``, noise as for eta > 0).
+        variance: the DDPM variance of ``method="ddpm"``: ``fixed_small`` (β̃), ``fixed_large`` (β) or
+            ``learned_range`` (a learned-variance network; ``export.json: ddpm_variances``).
         spacing: ``auto`` (the recommended spacing for the solver; the export's own spacing for
             stochastic DDIM, which runs ``sample_with_noise``) or a spacing the export computes in its
             graph (``export.json: ode_spacings``).
@@ -76,6 +80,7 @@ class SampleConfig:
     backend: str = "tf"
     method: str = "auto"
     spacing: str = "auto"
+    variance: str = "fixed_small"
 
     def __post_init__(self):
         if self.labels is not None:
@@ -91,13 +96,19 @@ class SampleConfig:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
         if self.spacing not in SPACINGS:
             raise ValueError(f"--spacing must be one of {SPACINGS}, got {self.spacing!r}")
+        if self.variance not in VARIANCES:
+            raise ValueError(f"--variance must be one of {VARIANCES}, got {self.variance!r}")
         if self.method not in ("auto", "ddim") and self.eta != 0.0:
-            raise ValueError(f"--eta applies only to --method ddim ({self.method} is deterministic)")
+            kind = "its variance is --variance" if self.method == "ddpm" else f"{self.method} is deterministic"
+            raise ValueError(f"--eta applies only to --method ddim ({kind})")
+        if self.method != "ddpm" and self.variance != "fixed_small":
+            raise ValueError("--variance applies only to --method ddpm")
 
     @property
     def stochastic(self) -> bool:
-        """DDIM with η > 0: ``sample_with_noise`` with per-sample numpy noise, on the export's spacing."""
-        return self.method in ("auto", "ddim") and self.eta > 0
+        """DDIM with η > 0 (``sample_with_noise``) or DDPM (``sample_ddpm``): per-sample numpy noise, on the
+        export's spacing."""
+        return (self.method in ("auto", "ddim") and self.eta > 0) or self.method == "ddpm"
 
     def solver(self) -> tuple:
         """(method, spacing) of a deterministic request, ``auto`` resolved (:func:`tfddim.sampling.recommended`)."""
@@ -143,7 +154,9 @@ def run(cfg: SampleConfig) -> dict:
         path = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(path, x_0=x0, x_T=x_T, **({} if y is None else {"labels": y}))
         files.append(path)
-    if cfg.stochastic:
+    if cfg.method == "ddpm":
+        what = f"DDPM steps, variance {cfg.variance}, spacing {sampler.manifest.spacing.value}"
+    elif cfg.stochastic:
         what = f"DDIM steps, eta={cfg.eta}, spacing {sampler.manifest.spacing.value}"
     else:
         what = "{} steps, spacing {}".format(*cfg.solver())
@@ -254,9 +267,12 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
     n, shape = len(x_T), tuple(sampler.data_shape)
     stochastic = cfg.stochastic
     if stochastic and cfg.spacing not in ("auto", sampler.manifest.spacing.value):
-        raise ValueError(f"--spacing {cfg.spacing}: stochastic DDIM (eta > 0) runs on the export's own spacing, "
+        raise ValueError(f"--spacing {cfg.spacing}: DDPM and stochastic DDIM (eta > 0) run on the export's own spacing, "
                          f"{sampler.manifest.spacing.value}; leave --spacing out or use --eta 0")
     method, spacing = (None, None) if stochastic else cfg.solver()
+    if cfg.method == "ddpm" and not sampler.has_signature("sample_ddpm"):
+        raise ValueError(f"{cfg.model_dir} has no sample_ddpm signature (exported before it existed): re-export the "
+                         "model with `tfddim export`")
     if not stochastic and not sampler.has_signature("sample_ode"):  # exports written before sample_ode: their own signatures
         if method not in ("ddim", "dpmpp_2m") or spacing != sampler.manifest.spacing.value:
             raise ValueError(f"{cfg.model_dir} has no sample_ode signature (exported before it existed), so it runs only "
@@ -271,7 +287,10 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
         stop = min(n, start + batch)
         x, chunk_labels = x_T[start:stop], None if y is None else y[start:stop]
         cond = dict(labels=chunk_labels, guidance_scale=cfg.guidance_scale)
-        if stochastic:
+        if cfg.method == "ddpm":
+            noise = _sample_noise(cfg.seed, range(start, stop), cfg.steps, shape)
+            chunks.append(sampler.sample_ddpm(x, cfg.steps, cfg.variance, noise, **cond))
+        elif stochastic:
             noise = _sample_noise(cfg.seed, range(start, stop), cfg.steps, shape)
             chunks.append(sampler.sample_with_noise(x, cfg.steps, cfg.eta, noise, **cond))
         elif sampler.has_signature("sample_ode"):

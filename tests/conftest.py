@@ -53,6 +53,7 @@ def eps_fn(mix, sched):
 
 # ---------------------------------------------------------------- exported tiny models
 EXPORT_T = 50
+COND_ONNX = ("sample_with_noise", "sample_ode", "encode")  # the conditional fixture's ONNX graphs
 
 
 def tiny_unet(**kw):
@@ -89,9 +90,14 @@ def uncond(tmp_path_factory, export_sched):
 
 @pytest.fixture(scope="session")
 def cond(tmp_path_factory, export_sched):
-    """The same for a 3-class conditional model (classifier-free guidance, trailing spacing)."""
+    """The same for a 3-class conditional model (classifier-free guidance, trailing spacing).
+
+    Its ONNX folder holds the graphs of COND_ONNX, whose conditioning inputs the tests check in ONNX Runtime;
+    the DDPM and trajectory graphs are the same loop with another step or more outputs, converted and
+    checked on ``uncond`` (each conversion costs ~15 s of tf2onnx).
+    """
     net = tiny_unet(num_classes=3)
     base = str(tmp_path_factory.mktemp("smc") / "tiny_cond")
     path = export.export_saved_model(net, export_sched, (8, 8, 1), base, 1, export.ExportOptions(spacing="trailing"),
-                                     onnx=True)
+                                     onnx=True, onnx_signatures=COND_ONNX)
     return net, base, path, tf.saved_model.load(path)

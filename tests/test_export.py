@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfddim import export, sampling
-from tfddim.diffusion import schedules, steps
+from tfddim.diffusion import schedules
 from tfddim.export import layout, saved_model
 
 T = 50  # the exported models' T (tests/conftest.py)
@@ -40,7 +40,7 @@ def test_layout_and_assets(uncond):
     info = json.load(open(layout.ExportLayout(path).export_json))
     assert info["spacing"] == "uniform" and info["clip_x0"] == [-1.0, 1.0]
     assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "sample_ode", "encode",
-                                      "predict_x0"}
+                                      "predict_x0", "sample_ddpm", "sample_trajectory"}
     assert sorted(loaded.signatures["serving_default"].structured_input_signature[1]) == ["eta", "num_steps", "seed", "x_T"]
 
 
@@ -49,7 +49,8 @@ def test_the_manifest_is_typed_and_machine_readable(uncond, cond, sched):
     from tfddim.diffusion.spacing import Spacing
 
     methods = {"encode": "ddim_inversion", "predict_x0": "network", "sample_dpmpp_2m": "dpmpp_2m",
-               "sample_with_noise": "ddim", "serving_default": "ddim", "sample_ode": "ode"}
+               "sample_with_noise": "ddim", "serving_default": "ddim", "sample_ode": "ode", "sample_ddpm": "ddpm",
+               "sample_trajectory": "ddim"}
     u, c = layout.read_manifest(uncond[2]), layout.read_manifest(cond[2])
     for m, loaded in ((u, uncond[3]), (c, cond[3])):
         assert m.format_version == 2 and m.methods == methods and set(m.signatures) == set(loaded.signatures)
@@ -57,6 +58,7 @@ def test_the_manifest_is_typed_and_machine_readable(uncond, cond, sched):
         assert m.prediction_type.value == "epsilon" and m.learned_variance is False and m.data_shape == (8, 8, 1)
     assert u.ode_methods == ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
     assert u.ode_spacings == ("uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic")
+    assert u.ddpm_variances == c.ddpm_variances == ("fixed_small", "fixed_large") and not u.xla
     assert (u.spacing, u.clip_x0, u.conditioning) == (Spacing.UNIFORM, (-1.0, 1.0), layout.ExportConditioning())
     assert (c.spacing, c.clip_x0) == (Spacing.TRAILING, None)
     assert c.conditioning == layout.ExportConditioning(layout.GuidanceKind.CLASSIFIER_FREE, 3, 3, True)
@@ -73,25 +75,6 @@ def test_serving_default_equals_the_in_process_sampler(uncond, sched, eta):
         want = sampling.sample(lambda x, t: net((x, t)), x_T(batch), sched, schedules.spaced_timesteps(T, S),
                                eta=eta, seed=4, clip_x0=(-1, 1))
         assert_close(got, want)
-
-
-def test_noise_encode_and_predict_signatures(uncond, sched):
-    net, _, _, loaded = uncond
-    fn = lambda x, t: net((x, t))  # noqa: E731
-    noise = tf.random.stateless_normal([6, 3, 8, 8, 1], seed=[1, 2])
-    got = loaded.signatures["sample_with_noise"](x_T=x_T(), num_steps=tf.constant(6), eta=tf.constant(1.0), noise=noise)["x_0"]
-    want = sampling.sample(fn, x_T(), sched, schedules.spaced_timesteps(T, 6), eta=1.0, noise=noise, clip_x0=(-1, 1))
-    assert_close(got, want)
-    enc = loaded.signatures["encode"](x_0=x_T(), num_steps=tf.constant(8))["x_T"]
-    assert_close(enc, sampling.encode(fn, x_T(), sched, schedules.spaced_timesteps(T, 8), clip_x0=(-1, 1)))
-    dpm = loaded.signatures["sample_dpmpp_2m"](x_T=x_T(), num_steps=tf.constant(7))["x_0"]
-    assert_close(dpm, sampling.sample(fn, x_T(), sched, schedules.spaced_timesteps(T, 7), method="dpmpp_2m", clip_x0=(-1, 1)))
-    t = tf.constant([0, 10, 49])
-    out = loaded.signatures["predict_x0"](x_t=x_T(), t=t)
-    eps = net((x_T(), t))
-    ab = tf.constant(sched.alphas_cumprod[[0, 10, 49]].reshape(3, 1, 1, 1), tf.float32)
-    assert_close(out["eps"], eps)
-    assert_close(out["x_0"], steps.x0_from_eps(x_T(), eps, ab))
 
 
 ODE_CASES = [(m, sp) for m in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
@@ -181,23 +164,47 @@ def test_versions_are_never_overwritten_and_failures_leave_them_intact(uncond, s
         export.export_saved_model(net, sched, (8, 8, 1), base, 0)
 
 
-def test_a_fresh_process_without_tfddim_gets_the_same_samples(uncond):
-    _, _, path, loaded = uncond
+def must_compile(path) -> bool:
+    """Whether any function of the SavedModel carries ``_XlaMustCompile = true`` (``jit_compile=True``)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    functions = proto.meta_graphs[0].graph_def.library.function
+    return any(f.attr["_XlaMustCompile"].b for f in functions if "_XlaMustCompile" in f.attr)
+
+
+def test_a_fresh_process_without_tfddim_gets_the_same_samples(uncond, sched):
+    """Also for an export with --xla: the network is compiled inside the SavedModel (the graph carries
+    _XlaMustCompile) and a plain TensorFlow process runs it to float rounding of the uncompiled export; its ONNX
+    graphs come from an uncompiled twin (tf2onnx cannot convert a jit_compile function) and pass the export's
+    own ONNX Runtime check."""
+    net, _, path, loaded = uncond
+    xla_path = export.export_saved_model(net, sched, (8, 8, 1), os.path.join(os.path.dirname(os.path.dirname(path)), "xla"),
+                                         1, export.ExportOptions(clip_x0=(-1, 1), xla=True), onnx=True,
+                                         onnx_signatures=("encode",), warmup=False)
+    assert layout.read_manifest(xla_path).xla and not layout.read_manifest(path).xla
+    assert must_compile(xla_path) and not must_compile(path)
+    assert set(layout.read_onnx_manifest(xla_path).graphs) == {"encode"}
     want = loaded.signatures["serving_default"](x_T=x_T(), num_steps=tf.constant(7), eta=tf.constant(0.3),
                                                 seed=tf.constant(5, tf.int64))["x_0"].numpy()
     script = f"""
 import sys, json, numpy as np, tensorflow as tf
-m = tf.saved_model.load({path!r})
-x = tf.random.stateless_normal([3, 8, 8, 1], seed=[0, 9])
-out = m.signatures["serving_default"](x_T=x, num_steps=tf.constant(7), eta=tf.constant(0.3), seed=tf.constant(5, tf.int64))["x_0"]
+outs = []
+for path in ({path!r}, {xla_path!r}):
+    m = tf.saved_model.load(path)
+    x = tf.random.stateless_normal([3, 8, 8, 1], seed=[0, 9])
+    outs.append(m.signatures["serving_default"](x_T=x, num_steps=tf.constant(7), eta=tf.constant(0.3),
+                                                seed=tf.constant(5, tf.int64))["x_0"].numpy())
 assert "tfddim" not in sys.modules
-np.save(sys.argv[1], out.numpy())
+np.save(sys.argv[1], np.stack(outs))
 """
     out_file = os.path.join(os.path.dirname(path), "fresh.npy")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
     result = subprocess.run([sys.executable, "-c", script, out_file], env=env, capture_output=True, text=True, timeout=300, cwd="/")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert_close(np.load(out_file), want)
+    plain, compiled = np.load(out_file)
+    assert_close(plain, want)
+    assert_close(compiled, want)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", path, "--all"], env=env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]

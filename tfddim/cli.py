@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base-dir", default="saved_models", help="where models live (default: saved_models)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--onnx", action="store_true",
-                        help="also write ONNX graphs (sample_with_noise, sample_dpmpp_2m, sample_ode, encode) to VERSION/onnx/, checked in ONNX Runtime")
+                        help="also write ONNX graphs (sample_with_noise, sample_ode, sample_ddpm, sample_trajectory, "
+                             "encode) to VERSION/onnx/, checked in ONNX Runtime")
+    export.add_argument("--xla", action="store_true",
+                        help="compile the network with XLA inside the SavedModel (TF Serving on CPU: "
+                             "--xla_cpu_compilation_enabled=true); outputs equal the uncompiled export's to float rounding")
     export.add_argument("--classifier-run", default=None, metavar="DIR",
                         help="bundle this noise-aware classifier run: sampling uses classifier guidance (labels, guidance_scale)")
     export.set_defaults(func=_run_export)
@@ -146,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps S")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
-    sample.add_argument("--method", choices=("auto", "ddim", "dpmpp_2m", "dpmpp_3m", "unipc"), default="auto",
-                        help="the solver: auto (the recommended one for --steps; DDIM when --eta > 0), ddim, or a "
-                             "deterministic higher-order solver dpmpp_2m, dpmpp_3m, unipc")
+    sample.add_argument("--method", choices=("auto", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "unipc"), default="auto",
+                        help="the solver: auto (the recommended one for --steps; DDIM when --eta > 0), ddim, "
+                             "ddpm (improved DDPM's strided sampler, --variance), or a deterministic higher-order "
+                             "solver dpmpp_2m, dpmpp_3m, unipc")
+    sample.add_argument("--variance", choices=("fixed_small", "fixed_large", "learned_range"), default="fixed_small",
+                        help="--method ddpm's variance: fixed_small (beta tilde), fixed_large (beta), learned_range "
+                             "(a learned-variance model)")
     sample.add_argument("--spacing", default="auto",
                         choices=("auto", "uniform", "linspace", "trailing", "quad", "logsnr", "karras", "time_quadratic"),
                         help="the timestep spacing of a deterministic solver (auto: the recommended one; "
@@ -320,7 +328,8 @@ def _run_export(args) -> int:
     from tfddim.pipelines import export
 
     export.run(export.ExportConfig(run_dir=args.run_dir, name=args.name, version=args.version, base_dir=args.base_dir,
-                                   overwrite=args.overwrite, onnx=args.onnx, classifier_run=args.classifier_run))
+                                   overwrite=args.overwrite, onnx=args.onnx, classifier_run=args.classifier_run,
+                                   xla=args.xla))
     return 0
 
 
@@ -330,7 +339,7 @@ def _run_sample(args) -> int:
     sample.run(sample.SampleConfig(model=args.model, n=args.n, steps=args.steps, eta=args.eta, seed=args.seed,
                                    labels=args.labels, guidance_scale=args.guidance_scale, out=args.out, npz=args.npz,
                                    batch_size=args.batch_size, backend=args.backend, method=args.method,
-                                   spacing=args.spacing))
+                                   spacing=args.spacing, variance=args.variance))
     return 0
 
 

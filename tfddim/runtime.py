@@ -1,7 +1,7 @@
 """Numpy-in, numpy-out samplers over an exported model (no tfddim model code needed at run time).
 
 Two backends with one interface (``sample``, ``sample_with_noise``,
-``sample_dpmpp_2m``, ``sample_ode``, ``encode``, ``starting_noise``):
+``sample_dpmpp_2m``, ``sample_ode``, ``sample_ddpm``, ``sample_trajectory``, ``encode``, ``starting_noise``):
 
 - :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
 - :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
@@ -31,7 +31,7 @@ import numpy as np
 
 from tfddim.export import layout
 
-__all__ = ["SavedModelSampler", "OnnxSampler", "open_sampler", "BACKENDS"]
+__all__ = ["SavedModelSampler", "OnnxSampler", "open_sampler", "onnx_session_options", "BACKENDS"]
 
 BACKENDS = ("tf", "onnx")
 
@@ -201,6 +201,56 @@ class _CheckedSampler(abc.ABC):
         inputs = dict(x_T=x, num_steps=self._steps(num_steps), **picks)
         return self._call("sample_ode", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
 
+    def _missing(self, name: str):
+        if not self._has(name):
+            raise ValueError(f"{self.path} has no {name} signature (exported before it existed): "
+                             "re-export the model with `tfddim export`")
+
+    def _seeded_noise(self, noise, seed, num_steps, x):
+        """``noise`` as given, or ``[S, B, ...]`` drawn with numpy from ``seed`` (sample i from
+        ``default_rng([seed, i])``, so batching does not change it)."""
+        if noise is not None:
+            return noise
+        seed = int(self._seed(seed))
+        return np.stack([np.random.default_rng([seed, i]).standard_normal((int(num_steps), *x.shape[1:]))
+                         for i in range(len(x))], axis=1).astype(np.float32)
+
+    def sample_ddpm(self, x_T, num_steps: int, variance: str = "fixed_small", noise=None, seed: int = 0,
+                    labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+        """x₀ from x_T with improved DDPM's strided ancestral sampler (``sample_ddpm``).
+
+        ``variance`` is one of the export's ``ddpm_variances`` (``fixed_small`` β̃, ``fixed_large`` β,
+        ``learned_range`` for a learned-variance network). The per-step noise is ``noise`` ``[S, B, ...]``,
+        or drawn with numpy from ``seed`` (the same in both backends).
+        """
+        self._missing("sample_ddpm")
+        choices = self.manifest.ddpm_variances
+        if not isinstance(variance, str) or variance not in choices:
+            raise ValueError(f"variance must be one of {list(choices)} for this export, got {variance!r}")
+        x = self._x(x_T, "x_T")
+        s = self._steps(num_steps)
+        z = np.asarray(self._seeded_noise(noise, seed, s, x), np.float32)
+        if z.shape != (int(s), *x.shape):
+            raise ValueError(f"noise must have shape {[int(s), *x.shape]}, got {list(z.shape)}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("noise contains NaN or Inf")
+        inputs = dict(x_T=x, num_steps=s, variance=np.int32(choices.index(variance)), noise=z)
+        return self._call("sample_ddpm", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+
+    def sample_trajectory(self, x_T, num_steps: int, eta: float = 0.0, noise=None, seed: int = 0, labels=None,
+                          guidance_scale: float = 1.0):
+        """``(x_0, x_steps, x0_steps)``: DDIM with η as ``sample_with_noise``, plus x after each step and the
+        jumping prediction x̂₀ at each step (``[S, B, ...]`` each; ``sample_trajectory``). Without ``noise``,
+        η > 0 draws it with numpy from ``seed``."""
+        self._missing("sample_trajectory")
+        x = self._x(x_T, "x_T")
+        s, eta = self._steps(num_steps), self._eta(eta)
+        if noise is None:
+            noise = self._seeded_noise(None, seed, s, x) if eta > 0 else np.zeros((0, *x.shape), np.float32)
+        inputs = dict(x_T=x, num_steps=s, eta=eta, noise=self._noise(noise, s, eta, x))
+        out = self._call("sample_trajectory", **inputs, **self._cond(labels, guidance_scale, len(x)))
+        return out["x_0"], out["x_steps"], out["x0_steps"]
+
     def encode(self, x_0, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
         """Deterministic DDIM inversion x₀ → x_T (``encode``)."""
         x = self._x(x_0, "x_0")
@@ -265,7 +315,8 @@ class OnnxSampler(_CheckedSampler):
         self.path = folder = layout.onnx_folder(path)
         self.manifest = onnx_manifest.export
         self._sessions = {
-            name: ort.InferenceSession(os.path.join(folder, graph.file), providers=list(providers))
+            name: ort.InferenceSession(os.path.join(folder, graph.file), sess_options=onnx_session_options(),
+                                       providers=list(providers))
             for name, graph in onnx_manifest.graphs.items()
         }
 
@@ -284,6 +335,26 @@ class OnnxSampler(_CheckedSampler):
         shape = (int(s) if eta > 0 else 0, *x.shape)
         noise = np.random.default_rng(int(self._seed(seed))).standard_normal(shape).astype(np.float32)
         return self.sample_with_noise(x, int(s), float(eta), noise, labels, guidance_scale)
+
+
+def onnx_session_options(threads: int = 0):
+    """The ONNX Runtime session options tfddim's exported loops run with (``make bench``'s serving table).
+
+    - ``graph_optimization_level = ORT_ENABLE_ALL``: constant folding, node fusions and the NCHWc
+      convolution layout, which reach the network inside the loop once its weights are hoisted out of
+      the loop state (:mod:`tfddim.export.onnx_loops`);
+    - ``execution_mode = ORT_SEQUENTIAL``: the loop is a chain of dependent steps, so there is nothing
+      for ORT's inter-op parallelism to run side by side;
+    - ``intra_op_num_threads``: ``threads``, or 0 for ORT's choice (one per physical core); a server that
+      runs several sessions side by side should give each its share.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads)
+    return options
 
 
 def open_sampler(path: str, backend: str = "tf") -> _CheckedSampler:

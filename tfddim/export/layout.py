@@ -36,7 +36,8 @@ key                      JSON value                         meaning
                                                             from format 1)
 ``signatures``           sorted [str]                       the SavedModel's signature names
 ``methods``              {signature: str}                   the solver each signature runs: ``ddim`` (η input;
-                                                            η = 1 is DDPM with β̃), ``dpmpp_2m``,
+                                                            η = 1 is DDPM with β̃), ``dpmpp_2m``, ``ode``
+                                                            (``sample_ode``'s pick), ``ddpm`` (``sample_ddpm``),
                                                             ``ddim_inversion`` (``encode``), ``network``
                                                             (``predict_x0``: one network call)
 ``spacing``              a named spacing (``uniform``,        :class:`~tfddim.diffusion.spacing.Spacing` of the
@@ -66,6 +67,11 @@ key                      JSON value                         meaning
                                                             ``sample_ode``; absent before it existed)
 ``ode_spacings``         [str] or null                      the spacings ``sample_ode``'s ``spacing`` input picks,
                                                             by index as ``ode_methods``
+``ddpm_variances``       [str] or null                      the DDPM variances ``sample_ddpm``'s ``variance`` input
+                                                            picks, by index (``fixed_small``, ``fixed_large``,
+                                                            ``learned_range`` for a learned-variance network)
+``xla``                  bool                               the network is compiled with XLA inside the
+                                                            SavedModel (``jit_compile``; absent reads as false)
 ======================== ================================== ===================================================
 
 Format versions of ``export.json``:
@@ -132,7 +138,7 @@ ONNX_NOISE_NOTE = "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an
 _FORMAT1_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                     "encode": "ddim_inversion", "predict_x0": "network"}
 # Format-2 keys added after format 2 was first written: absent, they read as None.
-_OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings")
+_OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings", "ddpm_variances", "xla")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -389,6 +395,8 @@ class ExportManifest:
     max_batch: Optional[int] = None
     ode_methods: Optional[Tuple[str, ...]] = None
     ode_spacings: Optional[Tuple[str, ...]] = None
+    ddpm_variances: Optional[Tuple[str, ...]] = None
+    xla: bool = False
 
     def __post_init__(self):
         where = EXPORT_JSON
@@ -409,7 +417,11 @@ class ExportManifest:
              num_timesteps=_int(self.num_timesteps, where, "num_timesteps", 1),
              max_batch=_optional_int(self.max_batch, where, "max_batch", 1),
              ode_methods=_names(self.ode_methods, where, "ode_methods"),
-             ode_spacings=_names(self.ode_spacings, where, "ode_spacings"))
+             ode_spacings=_names(self.ode_spacings, where, "ode_spacings"),
+             ddpm_variances=_names(self.ddpm_variances, where, "ddpm_variances"),
+             xla=_bool(False if self.xla is None else self.xla, where, "xla"))
+        if ("sample_ddpm" in signatures) != (self.ddpm_variances is not None):
+            _fail(where, "ddpm_variances", "must be given exactly when there is a sample_ddpm signature")
         if ("sample_ode" in signatures) != (self.ode_methods is not None and self.ode_spacings is not None):
             _fail(where, "ode_methods", "and ode_spacings must be given exactly when there is a sample_ode signature")
         sha, tfddim_version = self.schedule_sha256, self.tfddim_version
@@ -444,6 +456,8 @@ class ExportManifest:
             "max_batch": self.max_batch,
             "ode_methods": None if self.ode_methods is None else list(self.ode_methods),
             "ode_spacings": None if self.ode_spacings is None else list(self.ode_spacings),
+            "ddpm_variances": None if self.ddpm_variances is None else list(self.ddpm_variances),
+            "xla": self.xla,
         }
 
     @classmethod

@@ -9,6 +9,10 @@
 - ``sample_ode.onnx``: ``x_T``, ``num_steps``, ``method`` i32, ``spacing`` i32 (+ labels, guidance_scale)
   → ``x_0``: every deterministic solver and graph spacing, picked by index (``export.json``'s
   ``ode_methods`` and ``ode_spacings``); the solvers are nested ``If`` nodes.
+- ``sample_ddpm.onnx``: ``x_T``, ``num_steps``, ``variance`` i32, ``noise`` [S,B,H,W,C] (+ labels,
+  guidance_scale) → ``x_0``: improved DDPM's strided ancestral sampler (``export.json``'s ``ddpm_variances``).
+- ``sample_trajectory.onnx``: the inputs of ``sample_with_noise`` → ``x_0``, ``x_steps`` and ``x0_steps``
+  ([S,B,H,W,C] each: x after each step and the jumping prediction x̂₀ at each step).
 - ``encode.onnx``: ``x_0``, ``num_steps`` (+ labels, guidance_scale) → ``x_T``.
 - the ONNX manifest (:class:`tfddim.export.layout.OnnxManifest`, which writes and reads it):
   input/output names, dtypes and shapes, the opset, converter versions and the
@@ -25,6 +29,10 @@ the SavedModel, and :class:`tfddim.runtime.OnnxSampler` covers both in Python:
 - the graph has no random-number op (tf2onnx cannot convert TF's stateless RNG):
   noise for η > 0 is always an input.
 
+Classifier-guided exports convert too: the gradient ∇ₓ log p(y|x_t) inside the loop brings TF gradient ops
+that tf2onnx 1.17 has no handlers for, and :mod:`tfddim.export.onnx_gradients` registers them. A conversion
+that leaves any TensorFlow op in the graph is refused (``ValueError`` naming the ops).
+
 TensorFlow lower-cases function argument names in the graph (``x_T`` → ``x_t``);
 the ONNX inputs are renamed back to the signature's keys.
 """
@@ -33,7 +41,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -43,7 +51,7 @@ __all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature
 
 # sample_dpmpp_2m has no ONNX graph of its own any more: sample_ode runs it (method dpmpp_2m), and each
 # converted loop costs about a minute of tf2onnx on the digits network.
-ONNX_SIGNATURES = ("sample_with_noise", "sample_ode", "encode")
+ONNX_SIGNATURES = ("sample_with_noise", "sample_ode", "sample_ddpm", "sample_trajectory", "encode")
 DEFAULT_OPSET = 17
 
 
@@ -58,10 +66,17 @@ def _require():
 
 
 def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT_OPSET):
-    """One SavedModel signature → an ``onnx.ModelProto`` whose input/output names are the signature's keys."""
+    """One SavedModel signature → an ``onnx.ModelProto`` whose input/output names are the signature's keys.
+
+    The SavedModel must not compile its network with XLA (``ExportOptions.xla``): tf2onnx does not inline a
+    ``jit_compile`` function (measured: ``StatefulPartitionedCall`` unsupported, the convolutions' kernel
+    shapes lost). :func:`tfddim.export.export_saved_model` converts an XLA export from an uncompiled twin.
+    """
     _require()
     import tensorflow as tf
     from tf2onnx import convert, tf_loader
+
+    from tfddim.export import onnx_gradients  # noqa: F401  (registers tf2onnx handlers for TF's gradient ops)
 
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
@@ -79,7 +94,25 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     model, _ = convert.from_graph_def(graph_def, name=signature, input_names=inputs, output_names=outputs,
                                       opset=opset, tensors_to_rename=renames,
                                       shape_override={name: shape for name, shape in shapes.items() if name in inputs})
+    left = _unconverted_ops(model.graph)
+    if left:  # tf2onnx logs a failed node and keeps the TF op; ONNX Runtime would refuse the file later
+        raise ValueError(f"ONNX export of {signature}: tf2onnx left TensorFlow ops it could not convert: "
+                         f"{', '.join(sorted(left))}")
     return model
+
+
+def _unconverted_ops(graph) -> set:
+    """Op types in ``graph`` and its subgraphs that no ONNX operator set defines (TF ops tf2onnx kept)."""
+    import onnx
+
+    left = set()
+    for node in graph.node:
+        if not onnx.defs.has(node.op_type, node.domain or ""):
+            left.add(node.op_type)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                left |= _unconverted_ops(sub)
+    return left
 
 
 def _describe(model, signature: str) -> layout.OnnxGraph:
@@ -94,8 +127,18 @@ def _describe(model, signature: str) -> layout.OnnxGraph:
                             outputs=tuple(entry(v) for v in model.graph.output))
 
 
-def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
-    """Write ``version_dir/onnx/`` (see the module docstring); return ``{signature: path}``."""
+def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET, source_dir: str = None,
+                signatures: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Write ``version_dir/onnx/`` (see the module docstring); return ``{signature: path}``.
+
+    ``source_dir``: the SavedModel to convert (default ``version_dir``): the same weights and signatures
+    without XLA when ``version_dir`` compiles its network (see :func:`convert_signature`).
+    ``signatures``: the graphs to write, of :data:`ONNX_SIGNATURES` (default: all the export has).
+    """
+    if signatures is not None:
+        unknown = sorted(set(signatures) - set(ONNX_SIGNATURES))
+        if unknown or not signatures:
+            raise ValueError(f"onnx signatures must be a non-empty subset of {list(ONNX_SIGNATURES)}, got {list(signatures)}")
     _require()
     import onnx
     import tf2onnx
@@ -105,8 +148,9 @@ def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET) -> Dict[str, str]:
     info = json.dumps(export.to_json(), sort_keys=True)
     os.makedirs(files.onnx_dir, exist_ok=True)
     paths, graphs = {}, {}
-    for signature in (name for name in ONNX_SIGNATURES if name in export.signatures):  # older exports lack some
-        model = convert_signature(version_dir, signature, opset)
+    wanted = ONNX_SIGNATURES if signatures is None else tuple(signatures)
+    for signature in (name for name in ONNX_SIGNATURES if name in export.signatures and name in wanted):  # older exports lack some
+        model = convert_signature(version_dir if source_dir is None else source_dir, signature, opset)
         onnx_loops.hoist_loop_invariants(model)  # the weights leave the loop state (see tfddim.export.onnx_loops)
         onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": info,
                                             "tfddim.num_timesteps": str(export.num_timesteps)})
@@ -138,18 +182,25 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
         # model, 2e-6 from its own spacing): that is float32 arithmetic, not the conversion.
         "sample_ode": dict(x_T=x, num_steps=np.int32(4), method=np.int32(manifest.ode_methods.index("dpmpp_2m")),
                            spacing=np.int32(manifest.ode_spacings.index(manifest.spacing.value)), **cond),
+        "sample_ddpm": dict(x_T=x, num_steps=np.int32(2), variance=np.int32(len(manifest.ddpm_variances or ()) - 1),
+                            noise=noise, **cond),
+        "sample_trajectory": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
         "encode": dict(x_0=x, num_steps=np.int32(2), **cond),
     }
     worst = 0.0
+    written = layout.read_onnx_manifest(version_dir).graphs
     for signature, feed in feeds.items():
-        if signature not in manifest.signatures:
+        if signature not in written:
             continue
         session = ort.InferenceSession(layout.ExportLayout(version_dir).onnx_graph(signature),
                                        providers=["CPUExecutionProvider"])
-        got = session.run(None, {k: np.asarray(v) for k, v in feed.items()})[0]  # ORT takes arrays, not numpy scalars
-        want = next(iter(loaded_saved_model.signatures[signature](**feed).values())).numpy()
-        # in data units, relative to the output's scale when that exceeds the data range
-        # (an unclipped x̂₀ of an untrained net can reach 1e3, where one float32 ulp is ~1e-4)
-        gap = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
-        worst = max(worst, gap if np.isfinite(gap) else np.inf)  # NaN must fail the check, not vanish in max()
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(names, {k: np.asarray(v) for k, v in feed.items()})  # ORT takes arrays, not numpy scalars
+        expected = loaded_saved_model.signatures[signature](**feed)
+        for name, got in zip(names, outputs):
+            want = expected[name].numpy()
+            # in data units, relative to the output's scale when that exceeds the data range
+            # (an unclipped x̂₀ of an untrained net can reach 1e3, where one float32 ulp is ~1e-4)
+            gap = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+            worst = max(worst, gap if np.isfinite(gap) else np.inf)  # NaN must fail the check, not vanish in max()
     return worst

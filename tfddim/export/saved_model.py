@@ -18,9 +18,23 @@ name                 inputs                                         outputs
                      (+ labels, guidance_scale)
 ``sample_dpmpp_2m``  x_T, num_steps (+ labels, guidance_scale)       x_0
                      (DPM-Solver++(2M), deterministic)
+``sample_ode``       x_T, num_steps, method i32, spacing i32         x_0
+                     (+ labels, guidance_scale) (deterministic solvers)
+``sample_ddpm``      x_T, num_steps, variance i32, noise             x_0
+                     (+ labels, guidance_scale) (improved DDPM's
+                     strided ancestral sampler)
+``sample_trajectory`` x_T, num_steps, eta, noise (+ labels,          x_0, x_steps, x0_steps
+                     guidance_scale)                                ([S,B,H,W,C] each)
 ``encode``           x_0, num_steps (+ labels, guidance_scale)       x_T
 ``predict_x0``       x_t, t [B] i32 (+ labels)                       x_0, eps
 ==================== ============================================== ==============
+
+``sample_ddpm`` is the seeds' strided DDPM (improved DDPM §4): the posterior mean and variance of the
+respaced β_S on the export's spacing, with ``variance`` an index into ``export.json``'s ``ddpm_variances``
+(β̃ ``fixed_small``, β ``fixed_large``, and ``learned_range`` — improved DDPM eq. 15 — for a network with
+a learned variance); it always takes ``noise`` [S, B, H, W, C]. ``sample_trajectory`` is
+``sample_with_noise`` that also returns x after each step (``x_steps``) and the "jumping" prediction x̂₀ at
+each step (``x0_steps``); only it holds O(S·B) memory.
 
 Every input is checked in the graph before any network op runs, and a bad request
 fails with an ``InvalidArgumentError`` naming the input and what it must be
@@ -60,7 +74,7 @@ import tensorflow as tf
 import tfddim
 from tfddim import models, sampling
 from tfddim.diffusion import steps
-from tfddim.diffusion.kinds import FinalAlpha, Prediction, parse_kind
+from tfddim.diffusion.kinds import FinalAlpha, Prediction, Variance, parse_kind
 from tfddim.diffusion.schedules import Schedule
 from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing, graph_timesteps
 from tfddim.export import layout, versions
@@ -69,7 +83,7 @@ from tfddim.export import warmup as serving_warmup
 from tfddim.sampling import Conditioning, solvers
 from tfddim.sampling.solvers.select import Selected
 
-__all__ = ["ODE_METHODS", "ODE_SPACINGS", "ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "network_from_export",
+__all__ = ["ODE_METHODS", "ODE_SPACINGS", "DDPM_VARIANCES", "ExportOptions", "SamplerModule", "export_saved_model", "export_manifest", "network_from_export",
            "ExportedNetwork", "SIGNATURE_METHODS", "ONNX_TOLERANCE", "DEFAULT_MAX_BATCH"]
 
 # ONNX Runtime vs the SavedModel on the same inputs, in data units (data lie in [-1, 1]):
@@ -79,12 +93,16 @@ ONNX_TOLERANCE = 1e-4
 # The solver each signature runs (``export.json: methods``): the values are sampling.Method's where one applies;
 # ``encode`` is the deterministic DDIM inversion, ``predict_x0`` one network call.
 SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
-                     "encode": "ddim_inversion", "predict_x0": "network", "sample_ode": "ode"}
+                     "encode": "ddim_inversion", "predict_x0": "network", "sample_ode": "ode", "sample_ddpm": "ddpm",
+                     "sample_trajectory": "ddim"}
 
 # ``sample_ode``'s choices, by index (``export.json: ode_methods, ode_spacings``): every deterministic solver
 # (DDIM at η = 0) and every spacing the graph computes.
 ODE_METHODS = tuple(m for m in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc") if m in {v.value for v in sampling.Method})
 ODE_SPACINGS = tuple(s.value for s in GRAPH_SPACINGS)
+# ``sample_ddpm``'s variances, by index (``export.json: ddpm_variances``); learned_range only for a
+# learned-variance network.
+DDPM_VARIANCES = (Variance.FIXED_SMALL.value, Variance.FIXED_LARGE.value)
 
 
 # The default bound on a request's batch (ExportOptions.max_batch); see there for why there is one.
@@ -113,6 +131,11 @@ class ExportOptions:
             sends batches of 256) and bounds what one request of the shipped 8×8 models can cost; a client
             with more samples splits them into requests. For larger images set it from what one request may
             cost on your server (memory per sample x max_batch must fit beside everything else it serves).
+        xla: compile the network with XLA inside the SavedModel (``tf.function(jit_compile=True)``; the
+            manifest's ``xla``). The loop, its input checks and the stateless noise stay uncompiled, so the
+            outputs equal the uncompiled export's to float rounding. A server runs it compiled when its
+            TensorFlow has XLA: TF Serving on CPU needs ``--xla_cpu_compilation_enabled=true`` (on GPU the
+            XLA JIT is built in). The ONNX graphs are converted from the same SavedModel and are unaffected.
     """
 
     spacing: Spacing = Spacing.UNIFORM
@@ -120,6 +143,7 @@ class ExportOptions:
     final_alpha_cumprod: FinalAlpha = FinalAlpha.ONE
     max_batch: Optional[int] = DEFAULT_MAX_BATCH
     prediction_type: Prediction = Prediction.EPSILON
+    xla: bool = False
 
     def __post_init__(self):
         spacing = parse_kind(Spacing, self.spacing, "spacing")
@@ -136,6 +160,9 @@ class ExportOptions:
             raise ValueError(f"max_batch must be None (no limit) or an integer in [1, 2^31 - 1], got {m!r}")
         if m is not None:
             object.__setattr__(self, "max_batch", int(m))
+        if not isinstance(self.xla, (bool, np.bool_)):
+            raise ValueError(f"xla must be True or False, got {self.xla!r}")
+        object.__setattr__(self, "xla", bool(self.xla))
 
 
 class SamplerModule(tf.Module):
@@ -171,15 +198,20 @@ class SamplerModule(tf.Module):
         # One traced network function shared by every loop and signature, so the graph
         # holds the network once. It is not a module attribute: saving would re-trace it.
         spec_x, spec_t = tf.TensorSpec([None, *self.data_shape], tf.float32), tf.TensorSpec([None], tf.int32)
+        xla = options.xla  # XLA compiles the network call only (see ExportOptions.xla)
         if conditional:
-            fn = tf.function(lambda x, t, y: network((x, t, y), training=False),
+            fn = tf.function(lambda x, t, y: network((x, t, y), training=False), jit_compile=xla,
                              input_signature=[spec_x, spec_t, tf.TensorSpec([None], tf.int32)])
         else:
-            fn = tf.function(lambda x, t: network((x, t), training=False), input_signature=[spec_x, spec_t])
+            fn = tf.function(lambda x, t: network((x, t), training=False), jit_compile=xla,
+                             input_signature=[spec_x, spec_t])
         self._sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="ddim", guidance=guidance, **common))
         self._dpm_sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="dpmpp_2m", guidance=guidance, **common))
         # sample_ode: the candidates' step functions, picked per request inside the DDIM sampler's loop
         self._ode_solvers = [solvers.make(sampling.SamplerConfig(method=m)) for m in ODE_METHODS]
+        # sample_ddpm: the DDPM step with each variance, picked per request the same way
+        self.ddpm_variances = DDPM_VARIANCES + ((Variance.LEARNED_RANGE.value,) if learned else ())
+        self._ddpm_solvers = [solvers.DDPM(Variance(v)) for v in self.ddpm_variances]
         object.__setattr__(self, "schedule", schedule)  # untracked: logsnr/karras read its λ when traced
         self._alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
         self.serving_signatures = self._make_signatures()
@@ -205,7 +237,8 @@ class SamplerModule(tf.Module):
         x = inputs[image]
         shape_x = tf.shape(x)
         batch = _dims(shape_x, 1)[0]
-        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing") if name in inputs]
+        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance")
+                   if name in inputs]
 
         def ranks():
             out = [_assert(_shape_is(x, [None, *data]),
@@ -242,7 +275,7 @@ class SamplerModule(tf.Module):
                 T, s = self.num_timesteps, inputs["num_steps"]
                 out += [tf.debugging.assert_greater_equal(s, 1, message="num_steps must be >= 1"),
                         tf.debugging.assert_less_equal(s, T, message=f"num_steps must be <= T = {T}")]
-            for name, choices in (("method", ODE_METHODS), ("spacing", ODE_SPACINGS)):
+            for name, choices in (("method", ODE_METHODS), ("spacing", ODE_SPACINGS), ("variance", self.ddpm_variances)):
                 if name in inputs:
                     names = ", ".join(f"{i} = {c}" for i, c in enumerate(choices))
                     ok = tf.logical_and(inputs[name] >= 0, inputs[name] < len(choices))
@@ -255,11 +288,15 @@ class SamplerModule(tf.Module):
                 out += [tf.debugging.assert_greater_equal(inputs["t"], 0, message="t must be >= 0"),
                         tf.debugging.assert_less(inputs["t"], self.num_timesteps,
                                                  message=f"t must be < T = {self.num_timesteps}")]
-            if "noise" in inputs:  # [S, B, ...] with S = num_steps; an empty [0, B, ...] stands for zeros at η = 0
+            if "noise" in inputs and "eta" in inputs:  # [S, B, ...]; an empty [0, B, ...] stands for zeros at η = 0
                 n, s = tf.shape(inputs["noise"])[0], inputs["num_steps"]
                 ok = tf.logical_or(tf.equal(n, s), tf.logical_and(tf.equal(n, 0), tf.equal(inputs["eta"], 0.0)))
                 out.append(_assert(ok, "noise must have num_steps entries [S, B, ...] (or 0 entries when eta = 0); "
                                        "entries, num_steps:", n, s))
+            elif "noise" in inputs:  # sample_ddpm: every step draws noise
+                n, s = tf.shape(inputs["noise"])[0], inputs["num_steps"]
+                out.append(_assert(tf.equal(n, s), "noise must have num_steps entries [S, B, ...]; entries, num_steps:",
+                                   n, s))
             return out
 
         checks = []
@@ -338,6 +375,21 @@ class SamplerModule(tf.Module):
                                           **dict(zip(cond_names, cond))))
             return {"x_0": self._ode(r["x_T"], r["num_steps"], r["method"], r["spacing"], self._cond(r))}
 
+        def sample_ddpm(x_T, num_steps, variance, noise, *cond):
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, variance=variance, noise=noise,
+                                          **dict(zip(cond_names, cond))))
+            solver = Selected(self._ddpm_solvers, r["variance"])
+            return {"x_0": self._sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), noise=r["noise"],
+                                                      cond=self._cond(r), solver=solver)}
+
+        def sample_trajectory(x_T, num_steps, eta, noise, *cond):
+            r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, eta=eta, noise=noise, **dict(zip(cond_names, cond))))
+            timesteps = self._timesteps(r["num_steps"])
+            x_0, x_steps, x0_steps = self._sampler.graph_sample(
+                r["x_T"], timesteps, r["eta"], noise=self._noise(r["noise"], timesteps), cond=self._cond(r),
+                trajectory=True)
+            return {"x_0": x_0, "x_steps": x_steps, "x0_steps": x0_steps}
+
         def encode(x_0, num_steps, *cond):
             r = self._checked("x_0", dict(x_0=x_0, num_steps=num_steps, **dict(zip(cond_names, cond))))
             return {"x_T": self._sampler.graph_encode(r["x_0"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
@@ -360,6 +412,8 @@ class SamplerModule(tf.Module):
             "sample_with_noise": (sample_with_noise, [f32("x_T"), i32("num_steps"), f32("eta"), f32("noise"), *extra]),
             "sample_dpmpp_2m": (sample_dpmpp_2m, [f32("x_T"), i32("num_steps"), *extra]),
             "sample_ode": (sample_ode, [f32("x_T"), i32("num_steps"), i32("method"), i32("spacing"), *extra]),
+            "sample_ddpm": (sample_ddpm, [f32("x_T"), i32("num_steps"), i32("variance"), f32("noise"), *extra]),
+            "sample_trajectory": (sample_trajectory, [f32("x_T"), i32("num_steps"), f32("eta"), f32("noise"), *extra]),
             "encode": (encode, [f32("x_0"), i32("num_steps"), *extra]),
             "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else [])]),
         }
@@ -421,6 +475,8 @@ def export_manifest(module: SamplerModule) -> layout.ExportManifest:
         max_batch=module.options.max_batch,
         ode_methods=ODE_METHODS if "sample_ode" in signatures else None,
         ode_spacings=ODE_SPACINGS if "sample_ode" in signatures else None,
+        ddpm_variances=module.ddpm_variances if "sample_ddpm" in signatures else None,
+        xla=module.options.xla,
     )
 
 
@@ -508,7 +564,7 @@ def _check_finite_weights(model, what: str) -> None:
 def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, version: int = 1,
                        options: ExportOptions = ExportOptions(), metadata: Optional[dict] = None,
                        overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None,
-                       classifier=None) -> str:
+                       classifier=None, onnx_signatures=None) -> str:
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
 
     Crash safety: a model server polling ``base_dir`` sees a version folder only when it is a complete
@@ -520,6 +576,8 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
 
     Args:
         onnx: also write ``onnx/`` (:mod:`tfddim.export.onnx`), checked against the SavedModel.
+        onnx_signatures: the ONNX graphs to write (default: every one of ``ONNX_SIGNATURES``); each costs a
+            tf2onnx conversion (about a minute for a classifier-guided loop on 2 cores).
         classifier: a :class:`tfddim.models.NoisyClassifier` to bundle: the loops use classifier
             guidance (its gradient, in the graph) with ``labels`` and ``guidance_scale`` = s.
         warmup: write TF Serving warmup requests; ``None`` writes them when
@@ -532,12 +590,6 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     if os.path.lexists(final) and not overwrite:
         incomplete = "" if versions.complete(final) else f" but is not a complete export (no {layout.SAVED_MODEL_PB})"
         raise FileExistsError(f"{final} exists{incomplete}; pass overwrite=True (--overwrite) or a new --version")
-    if onnx and classifier is not None:
-        # Measured with tf2onnx 1.17: the guidance gradient inside the loop brings TF gradient ops
-        # (ShapeN from the convolutions' gradients, BroadcastGradientArgs) that it has no handler for.
-        raise ValueError("ONNX export of classifier guidance is not supported: tf2onnx cannot convert the gradient "
-                         "ops of ∇ log p(y|x_t) inside the loop; export without --onnx (the SavedModel has it), "
-                         "or use classifier-free guidance")
     _check_finite_weights(network, "network")
     if classifier is not None:
         _check_finite_weights(classifier, "classifier")
@@ -557,7 +609,18 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
             serving_warmup.write_warmup_requests(tmp, os.path.basename(os.path.normpath(base_dir)),
                                                  module.data_shape, module.num_classes, module.network_classes is not None)
         if onnx:
-            onnx_export.export_onnx(tmp)
+            source = tmp
+            if options.xla:  # tf2onnx cannot convert a jit_compile function: convert an uncompiled twin
+                source = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-plain-", dir=base_dir)
+                plain = SamplerModule(network, schedule, data_shape, dataclasses.replace(options, xla=False),
+                                      classifier=classifier)
+                tf.saved_model.save(plain, source, signatures=plain.serving_signatures)
+                _write_assets(source, plain, metadata)
+            try:
+                onnx_export.export_onnx(tmp, source_dir=source, signatures=onnx_signatures)
+            finally:
+                if source != tmp:
+                    shutil.rmtree(source, ignore_errors=True)
             gap = onnx_export.check_onnx(tmp, loaded, module.data_shape, module.num_classes)
             if gap > ONNX_TOLERANCE:
                 raise RuntimeError(f"ONNX check failed: ONNX Runtime differs from the SavedModel by {gap:.3g}")

@@ -47,6 +47,10 @@ def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: O
                                   noise=np.zeros((2, 1, *data_shape), np.float32), **cond),
         "sample_dpmpp_2m": dict(x_T=x, num_steps=steps, **cond),
         "sample_ode": dict(x_T=x, num_steps=steps, method=np.int32(0), spacing=np.int32(0), **cond),
+        "sample_ddpm": dict(x_T=x, num_steps=steps, variance=np.int32(0), noise=np.zeros((2, 1, *data_shape), np.float32),
+                            **cond),
+        "sample_trajectory": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), noise=np.zeros((0, 1, *data_shape), np.float32),
+                                  **cond),
         "encode": dict(x_0=x, num_steps=steps, **cond),
         "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {})),
     }

@@ -269,20 +269,22 @@ class Sampler:
         return compiled
 
     def graph_sample(self, x_T, timesteps, eta=0.0, seed=None, noise=None, cond: Conditioning = Conditioning(),
-                     solver: solvers.Solver | None = None):
+                     solver: solvers.Solver | None = None, trajectory: bool = False):
         """The sampling loop as graph ops, for use inside another ``tf.function`` (exported signatures).
 
         No Python-side validation: only the in-graph assertions run. Give
         ``seed`` (int64 scalar) or ``noise`` (``[S, B, ...]``) when the solver draws noise; with neither,
         η must be 0 (asserted) and the graph holds no random op. ``solver`` replaces the configured one
-        for this call (``sample_ode``'s :class:`~tfddim.sampling.solvers.select.Selected`).
+        for this call (``sample_ode``'s :class:`~tfddim.sampling.solvers.select.Selected`). With
+        ``trajectory`` it returns ``(x_0, x_steps, x0_steps)``: x after each step and x̂₀ at each step,
+        ``[S, B, ...]`` each (memory O(S·B)).
         """
         x = tf.convert_to_tensor(x_T)
         seed = None if seed is None else tf.cast(seed, tf.int64)
         noise = None if noise is None else tf.cast(noise, x.dtype)
         cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype))
-        return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed, False,
-                                 solver)
+        return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed,
+                                 bool(trajectory), solver)
 
     def graph_encode(self, x0, timesteps, cond: Conditioning = Conditioning()):
         """DDIM inversion as graph ops (see :meth:`encode`), for exported signatures."""
