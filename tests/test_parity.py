@@ -182,3 +182,30 @@ def test_parity(setups, onnx_samplers, which, signature):
     assert set(onnx_out) == set(want)
     for key in want:
         assert onnx_gap(onnx_out[key], got[key].numpy()) <= PARITY, (signature, key)
+
+
+def test_sample_ddpm_serves_a_learned_variance_network_with_learned_range(tmp_path, export_sched):
+    """Improved DDPM's learned Σ (eq. 15) in the exported strided sampler: SavedModel = in-process, ONNX = SavedModel."""
+    from conftest import tiny_unet
+    from tfddim import export
+
+    net = tiny_unet(learned_variance=True)
+    path = export.export_saved_model(net, export_sched, (8, 8, 1), str(tmp_path / "lv"), 1,
+                                     export.ExportOptions(clip_x0=(-1, 1)), onnx=True, onnx_signatures=("sample_ddpm",),
+                                     warmup=False)
+    manifest = layout.read_manifest(path)
+    assert manifest.learned_variance and manifest.ddpm_variances == ("fixed_small", "fixed_large", "learned_range")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 8, 1)).astype(np.float32)
+    noise = rng.standard_normal((7, 2, 8, 8, 1)).astype(np.float32)
+    loaded, onnx_s = tf.saved_model.load(path), OnnxSampler(path)
+    outs = {}
+    for variance in manifest.ddpm_variances:
+        got = loaded.signatures["sample_ddpm"](x_T=tf.constant(x), num_steps=tf.constant(7), noise=tf.constant(noise),
+                                               variance=tf.constant(manifest.ddpm_variances.index(variance)))["x_0"]
+        want = sampling.sample(lambda a, t: net((a, t)), x, export_sched, schedules.spaced_timesteps(T, 7), method="ddpm",
+                               variance=variance, noise=noise, learned_variance=True, clip_x0=(-1, 1))
+        assert close(got, want), variance
+        assert onnx_gap(onnx_s.sample_ddpm(x, 7, variance, noise), got.numpy()) <= PARITY
+        outs[variance] = got.numpy()
+    assert np.max(np.abs(outs["learned_range"] - outs["fixed_small"])) > 1e-3  # the learned Σ is used
