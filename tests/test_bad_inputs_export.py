@@ -27,7 +27,8 @@ STEPS = 2
 
 # ------------------------------------------------------------------ (a) the SavedModel signatures, in a child
 IMAGE = {"serving_default": "x_T", "sample_with_noise": "x_T", "sample_dpmpp_2m": "x_T", "encode": "x_0",
-         "predict_x0": "x_t"}
+         "predict_x0": "x_t", "sample_ode": "x_T", "sample_ddpm": "x_T", "sample_trajectory": "x_T"}
+NOISY = ("sample_with_noise", "sample_ddpm", "sample_trajectory")  # signatures with a noise input
 
 
 def tensor(shape, dtype="float32", value=0, poison=None):
@@ -45,6 +46,12 @@ def valid_request(signature, conditional, batch=B):
         "sample_with_noise": lambda: dict(x_T=image, num_steps=steps, eta=tensor([], value=0.5),
                                           noise=tensor([STEPS, batch, *SHAPE]), **cond),
         "sample_dpmpp_2m": lambda: dict(x_T=image, num_steps=steps, **cond),
+        "sample_ode": lambda: dict(x_T=image, num_steps=steps, method=tensor([], "int32"), spacing=tensor([], "int32"),
+                                   **cond),
+        "sample_ddpm": lambda: dict(x_T=image, num_steps=steps, variance=tensor([], "int32", 1),
+                                    noise=tensor([STEPS, batch, *SHAPE]), **cond),
+        "sample_trajectory": lambda: dict(x_T=image, num_steps=steps, eta=tensor([], value=0.5),
+                                          noise=tensor([STEPS, batch, *SHAPE]), **cond),
         "encode": lambda: dict(x_0=image, num_steps=steps, **cond),
         "predict_x0": lambda: dict(x_t=image, t=tensor([batch], "int32"), **({"labels": cond["labels"]} if conditional else {})),
     }[signature]()
@@ -75,7 +82,7 @@ def savedmodel_cases():
             for poison in ("nan", "inf"):
                 add(f"{image}_{poison}", model, signature, dict(base(), **{image: tensor([B, *SHAPE], poison=poison)}),
                     f"{image} contains NaN or Inf")
-            for scalar in ("num_steps", "eta", "seed", "guidance_scale"):
+            for scalar in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance"):
                 request = base()
                 if scalar in request:
                     given = request[scalar]
@@ -90,12 +97,17 @@ def savedmodel_cases():
                     for what, shape in [("long", [B + 1]), ("rank2", [B, 1]), ("scalar", [])]:
                         add(f"{name}_{what}", model, signature, dict(base(), **{name: tensor(shape, "int32")}),
                             f"{name} must have shape [B]")
-            if signature == "sample_with_noise":
+            for name, value in (("method", 4), ("spacing", -1), ("variance", 2)):
+                if name in base():
+                    add(f"{name}_out_of_range", model, signature, dict(base(), **{name: tensor([], "int32", value)}),
+                        f"{name} must be an index in")
+            if signature in NOISY:
                 noise_shape = [STEPS, B, *SHAPE]
-                for eta in (0.0, 0.5):
+                for eta in ((0.0, 0.5) if "eta" in base() else (None,)):
+                    extra = {} if eta is None else {"eta": tensor([], value=eta)}
                     for poison in ("nan", "inf"):
                         add(f"noise_{poison}_eta{eta}", model, signature,
-                            dict(base(), eta=tensor([], value=eta), noise=tensor(noise_shape, poison=poison)),
+                            dict(base(), **extra, noise=tensor(noise_shape, poison=poison)),
                             "noise contains NaN or Inf")
                 for name, shape in [("rank4", [B, *SHAPE]), ("batch", [STEPS, B + 1, *SHAPE]), ("C", [STEPS, B, 8, 8, 2])]:
                     add(f"noise_{name}", model, signature, dict(base(), noise=tensor(shape)),
