@@ -211,9 +211,12 @@ SHIPPED = {name: os.path.join(ROOT, "saved_models", name, "1") for name in ("dig
 
 
 def test_the_shipped_models_refuse_an_image_without_its_batch_axis_by_name(tmp_path):
+    from tfddim.export import layout
+
     cases = []
     for model in SHIPPED:
-        for signature, image in IMAGE.items():
+        exported = layout.read_manifest(SHIPPED[model]).signatures  # the shipped exports predate sample_ddpm/_trajectory
+        for signature, image in ((k, v) for k, v in IMAGE.items() if k in exported):
             request = dict(valid_request(signature, model == "digits_conditional", batch=1), **{image: tensor(SHAPE)})
             cases.append((f"{model}-{signature}-{image}_rank3", model, signature, request, expected_shape(image)))
     code, results, started, stderr = run_child(tmp_path, SHIPPED, cases)
