@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfddim import data as data_lib
 from tfddim.diffusion import schedules
 
 
@@ -59,7 +61,7 @@ class SampleGrid(keras.callbacks.Callback):
         self.png_dir = png_dir
         self.writer = tf.summary.create_file_writer(log_dir)
         self._grid_model = None
-        self._request = None  # (sampler, x_T, timesteps, eta, labels), built once per model
+        self._request = None  # (sampler, x_T, timesteps, eta, labels, low_res), built once per model
 
     def _sampling_request(self):
         model = self.model
@@ -73,7 +75,14 @@ class SampleGrid(keras.callbacks.Callback):
             taus = schedules.spaced_timesteps(num_t, min(s.num_steps, num_t), s.spacing, schedule=model.schedule)
             labels = np.arange(n, dtype=np.int32) % model.num_classes if model.num_classes else None
             eta = s.eta if s.method == "ddim" else 0.0
-            self._grid_model, self._request = model, (sampler, x_T, taus, eta, labels)
+            extra = {}
+            if getattr(model, "low_res_size", None):  # a super-resolution model: the first n held-out low-res images
+                data = dataclasses.replace(self.cfg.data, batch_size=n)
+                (_, low), _ = next(iter(data_lib.make_dataset(data, "test", training=False)))
+                extra = {"low_res": low[:n]}
+                x_T = x_T[: low.shape[0]]
+                labels = None if labels is None else labels[: low.shape[0]]
+            self._grid_model, self._request = model, (sampler, x_T, taus, eta, labels, extra)
         return self._request
 
     @property
@@ -85,8 +94,8 @@ class SampleGrid(keras.callbacks.Callback):
         every = self.cfg.train.sample_every
         if not every or (epoch + 1) % every:
             return
-        sampler, x_T, taus, eta, labels = self._sampling_request()
-        x0 = sampler.sample(x_T, taus, eta=eta, seed=self.cfg.train.seed, labels=labels).numpy()
+        sampler, x_T, taus, eta, labels, extra = self._sampling_request()
+        x0 = sampler.sample(x_T, taus, eta=eta, seed=self.cfg.train.seed, labels=labels, **extra).numpy()
         image = image_grid(x0, scale=max(1, 64 // x0.shape[1])) if x0.ndim == 4 else scatter_png(x0)
         os.makedirs(self.png_dir, exist_ok=True)
         tf.io.write_file(os.path.join(self.png_dir, f"epoch_{epoch + 1:04d}.png"), tf.image.encode_png(image))

@@ -60,7 +60,8 @@ class DiffusionConfig:
     str enums, so ``to_dict()`` and a run's ``config.json`` hold the same strings as the file.
 
     ``prediction_type`` is the network's target (``epsilon``, ``sample`` = x₀, ``v_prediction``) and
-    ``min_snr_gamma`` the γ of min-SNR-γ weighting of the MSE (null: none); see
+    ``min_snr_gamma`` the γ of min-SNR-γ weighting of the MSE (null: none); ``low_res_augment_max`` the
+    largest noise-augmentation timestep of a super-resolution model's low-resolution input; see
     :class:`tfddim.training.DiffusionModel` for the combinations it refuses (γ with loss ``vlb``,
     ``epsilon`` with ``zero_terminal_snr``), refused here too, at parse time. These two keys came
     later than the others: ``to_dict()`` leaves them out at their defaults (:data:`_ADDED_WITH_DEFAULTS`),
@@ -77,6 +78,7 @@ class DiffusionConfig:
     decoder: Decoder = Decoder.DISCRETIZED
     prediction_type: Prediction = Prediction.EPSILON
     min_snr_gamma: Optional[float] = None
+    low_res_augment_max: int = 0
 
     def __post_init__(self):
         for name, kind in (("loss", Loss), ("variance", Variance), ("decoder", Decoder),
@@ -184,6 +186,8 @@ class RunConfig:
 _ADDED_WITH_DEFAULTS = (
     ("diffusion", "prediction_type", Prediction.EPSILON.value),
     ("diffusion", "min_snr_gamma", None),
+    ("diffusion", "low_res_augment_max", 0),
+    ("data", "low_res_size", None),
 )
 
 

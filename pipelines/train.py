@@ -73,6 +73,8 @@ def build_model(cfg, data_shape, num_classes):
             decoder=d.decoder,
             seed=tr.seed,
             prediction_type=d.prediction_type,
+            low_res_size=cfg.data.low_res_size,
+            low_res_augment_max=d.low_res_augment_max,
             min_snr_gamma=d.min_snr_gamma,
         )
     optimizer = keras.optimizers.Adam(

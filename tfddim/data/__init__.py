@@ -5,8 +5,9 @@
 """
 
 from tfddim.data.config import SPLITS, DataConfig
-from tfddim.data.pipeline import make_dataset, resize_and_center_crop
-from tfddim.data.sources import dataset_info, load_digits, mixture2d_distribution
+from tfddim.data.pipeline import low_resolution, make_dataset, resize_and_center_crop
+from tfddim.data.sources import area_downsample, dataset_info, load_digits, load_mnist, mixture2d_distribution
 
 __all__ = ["SPLITS", "DataConfig", "make_dataset", "resize_and_center_crop", "dataset_info", "load_digits",
+           "load_mnist", "area_downsample", "low_resolution",
            "mixture2d_distribution"]

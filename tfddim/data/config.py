@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["DataConfig", "SPLITS", "check_split"]
 
 SPLITS = ("train", "test", "all")
-_NAMED_SOURCES = ("digits", "mixture2d")
+_NAMED_SOURCES = ("digits", "mnist", "mixture2d")
 _SCHEMES = ("tfds", "folder", "npz")
 
 
@@ -19,10 +19,14 @@ class DataConfig:
     """Which data to load and how to batch it.
 
     Attributes:
-        source: ``"digits"``, ``"mixture2d"``, ``"tfds:<name>"`` (e.g. ``"tfds:lsun/bedroom"``),
+        source: ``"digits"``, ``"mnist"`` (5,000 MNIST digits, 28×28), ``"mixture2d"``, ``"tfds:<name>"`` (e.g. ``"tfds:lsun/bedroom"``),
             ``"folder:<path>"`` or ``"npz:<path>"``.
         image_size: resize the shorter side to this and center-crop a square;
-            None keeps the native size (required for sources of mixed sizes).
+            None keeps the native size (required for sources of mixed sizes). For ``"mnist"`` a divisor
+            of 28, reached by area (block-mean) downsampling: 14 is the cascade's base stage.
+        low_res_size: yield ``((x, low_res), label)`` batches, ``low_res`` the area downsampling of the
+            final (flipped, cropped) x to this size, which must divide x's size: the (image, low-res)
+            pairs of a super-resolution model. None: ``(x, label)``.
         random_flip: random horizontal flips (training only).
         random_crop: pad each image by this many pixels (edge values) and crop
             back to its size at a random offset: random translations of up to
@@ -49,6 +53,7 @@ class DataConfig:
     data_dir: str | None = None
     download: bool = False
     num_samples: int = 100000
+    low_res_size: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str):
@@ -56,10 +61,18 @@ class DataConfig:
         scheme, _, location = self.source.partition(":")
         if self.source not in _NAMED_SOURCES and (scheme not in _SCHEMES or not location):
             raise ValueError(
-                f"source must be 'digits', 'mixture2d', 'tfds:<name>', 'folder:<path>' or 'npz:<path>', got {self.source!r}"
+                f"source must be 'digits', 'mnist', 'mixture2d', 'tfds:<name>', 'folder:<path>' or 'npz:<path>', got {self.source!r}"
             )
         if self.image_size is not None:
             _check_int("image_size", self.image_size, minimum=1)
+        if self.source == "mnist" and self.image_size is not None and 28 % self.image_size:
+            raise ValueError(f"image_size must divide 28 for source 'mnist' (area downsampling), got {self.image_size}")
+        if self.low_res_size is not None:
+            _check_int("low_res_size", self.low_res_size, minimum=1)
+            if self.source == "mixture2d":
+                raise ValueError("low_res_size must be None for source 'mixture2d' (its points are not images)")
+            if self.image_size is not None and self.image_size % self.low_res_size:
+                raise ValueError(f"low_res_size ({self.low_res_size}) must divide image_size ({self.image_size})")
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("shuffle_buffer", self.shuffle_buffer, minimum=1)
         _check_int("seed", self.seed, minimum=0)

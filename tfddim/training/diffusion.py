@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from tfddim import sampling
 from tfddim.diffusion import steps
+from tfddim.sampling.conditioning import Conditioning
 from tfddim.diffusion.kinds import Decoder, Prediction, Variance, parse_kind
 from tfddim.diffusion.likelihood import LikelihoodTerms
 from tfddim.training.base import NoisedTrainer, as_network
@@ -131,6 +132,13 @@ class DiffusionModel(NoisedTrainer):
             before this option existed loads as ``"epsilon"``.
         min_snr_gamma: γ of min-SNR-γ weighting of the MSE (Hang et al. 2023; the paper uses 5), or None for
             none. A finite number > 0; with ``loss`` ``"simple"`` or ``"hybrid"`` only.
+        low_res_size: for an image-conditioned network (``UNet(low_res_channels=...)``, super-resolution): the
+            size h of the low-resolution images; batches are then ``((x, low_res), label)``
+            (``DataConfig.low_res_size``). None: no image conditioning.
+        low_res_augment_max: Gaussian conditioning augmentation (cascaded diffusion, Ho et al. 2021 §3.2):
+            each example's low-resolution image is noised to a level s drawn uniformly from
+            {0, …, low_res_augment_max} (s = 0: clean), x_s = √ᾱ_s·low + √(1−ᾱ_s)·ε', and s is given to the
+            network beside t, so it learns to correct a base model's imperfect samples.
 
     The ``mse`` metric is the unweighted MSE on the target; ``loss`` is what is minimised.
 
@@ -159,9 +167,18 @@ class DiffusionModel(NoisedTrainer):
         seed=0,
         prediction_type="epsilon",
         min_snr_gamma=None,
+        low_res_size=None,
+        low_res_augment_max=0,
         **kwargs,
     ):
         network = as_network(network)
+        low_channels = getattr(network, "low_res_channels", None)
+        if (low_res_size is None) != (low_channels is None):
+            raise ValueError(f"low_res_size={low_res_size} but the network has low_res_channels={low_channels}: "
+                             "an image-conditioned network needs low_res_size, and only it takes one")
+        # read by network_inputs while the base class builds the networks, before Keras tracks attributes
+        object.__setattr__(self, "_low_res_shape", None if low_res_size is None else
+                           (int(low_res_size), int(low_res_size), int(low_channels)))
         loss = parse_kind(Loss, loss, "loss")
         variance = parse_kind(Variance, variance, "variance")
         decoder = parse_kind(Decoder, decoder, "decoder")
@@ -174,6 +191,11 @@ class DiffusionModel(NoisedTrainer):
         _check_target(self.schedule, loss, prediction, min_snr_gamma)
         self.prediction_type = prediction
         self.min_snr_gamma = min_snr_gamma
+        self.low_res_size = None if low_res_size is None else int(low_res_size)
+        T = self.schedule.num_timesteps
+        if isinstance(low_res_augment_max, bool) or not 0 <= int(low_res_augment_max) <= T - 1:
+            raise ValueError(f"low_res_augment_max must be a timestep in [0, T-1 = {T - 1}], got {low_res_augment_max!r}")
+        self.low_res_augment_max = int(low_res_augment_max)
         # The weight of each t, computed once in float64 from the schedule's SNR (0 where ᾱ = 0).
         self._mse_weights = None if min_snr_gamma is None else tf.constant(
             min_snr_weight(self.schedule.snr, min_snr_gamma, prediction).numpy(), tf.float32)
@@ -230,9 +252,26 @@ class DiffusionModel(NoisedTrainer):
         for the global batch from the step's third seed too, each replica taking its slice.
         """
         x_t, t, eps, y, weights = super().noisy_batch(x0, y, seeds)
+        if isinstance(y, Conditioning):  # image-conditioned: labels inside, and the low-res image to augment
+            labels = y.labels
+            if labels is not None and self.label_dropout > 0:
+                labels = self._drop_labels(labels, seeds[2])
+            return x_t, t, eps, self._augment(y._replace(labels=labels), seeds[2]), weights
         if y is not None and self.label_dropout > 0:
             y = self._drop_labels(y, seeds[2])
         return x_t, t, eps, y, weights
+
+    def _augment(self, cond: Conditioning, seed) -> Conditioning:
+        """Conditioning augmentation: low_res noised to s ~ U{0..low_res_augment_max} (global-batch draws, sliced)."""
+        low = tf.cast(cond.low_res, tf.float32)
+        batch = tf.shape(low)[0]
+        start, total = self._replica_rows(batch)
+        seed_s, seed_e = tf.unstack(tf.random.experimental.stateless_split(seed, 3))[1:]
+        s = tf.random.stateless_uniform([total], seed_s, 0, self.low_res_augment_max + 1, dtype=tf.int32)[start:start + batch]
+        shape = tf.concat([[total], tf.shape(low)[1:]], axis=0)
+        eps = tf.random.stateless_normal(shape, seed_e)[start:start + batch]
+        return cond._replace(low_res=steps.q_sample(low, eps, steps.select_timestep(self._alphas_cumprod, s, low)),
+                             low_res_t=s)
 
     def _drop_labels(self, y, seed):
         """Replace each label by the null label ``num_classes`` with probability ``label_dropout``."""
@@ -261,12 +300,29 @@ class DiffusionModel(NoisedTrainer):
         self.loss_counts.assign(tf.minimum(counts, _HISTORY))
 
     # ----------------------------------------------------------------- losses
+    def network_inputs(self, x, t, y=None):
+        """``(x_t, t[, y])``, then ``low_res, low_res_t`` for an image-conditioned network (zeros if not given)."""
+        if isinstance(y, Conditioning):
+            return (x, t, *y.model_args())
+        inputs = super().network_inputs(x, t, y)
+        if self._low_res_shape is None:
+            return inputs
+        batch = tf.shape(x)[0]
+        return (*inputs, tf.zeros(tf.concat([[batch], self._low_res_shape], 0)), tf.zeros([batch], tf.int32))
+
     def _unpack(self, data):
         if isinstance(data, (tuple, list)):
             x0 = data[0]
             y = data[1] if len(data) > 1 else None
         else:
             x0, y = data, None
+        if self._low_res_shape is not None:  # ((x, low_res), label): the pair of a super-resolution model
+            if not isinstance(x0, (tuple, list)) or len(x0) != 2:
+                raise ValueError("an image-conditioned DiffusionModel needs ((images, low_res), labels) batches "
+                                 "(DataConfig.low_res_size)")
+            x0, low = x0
+            labels = None if self.num_classes is None else tf.cast(y, tf.int32)
+            return tf.cast(x0, tf.float32), Conditioning(labels=labels, low_res=tf.cast(low, tf.float32))
         if self.num_classes is None:
             return tf.cast(x0, tf.float32), None  # an unconditional model ignores the dataset's labels
         if y is None:
@@ -300,7 +356,7 @@ class DiffusionModel(NoisedTrainer):
 
         ``mse`` is the unweighted MSE on the target; the loss weights it by :meth:`mse_weights`.
         """
-        inputs = (x_t, t) if y is None else (x_t, t, y)
+        inputs = self.network_inputs(x_t, t, y) if isinstance(y, Conditioning) else ((x_t, t) if y is None else (x_t, t, y))
         out = tf.cast(network(inputs, training=training), tf.float32)
         if self.learned_variance:
             pred, var_interp = tf.split(out, 2, axis=-1)
@@ -346,8 +402,8 @@ class DiffusionModel(NoisedTrainer):
         (``sampling.sample(..., prediction_type=model.prediction_type)``), or use :meth:`sampler`, which does.
         """
         network = self.ema_network if use_ema else self.network
-        if self.num_classes is not None:
-            return lambda x, t, y: network((x, t, y), training=False)
+        if self.num_classes is not None or self._low_res_shape is not None:  # (x, t[, y][, low_res, low_res_t])
+            return lambda x, t, *args: network((x, t, *args), training=False)
         return lambda x, t: network((x, t), training=False)
 
     def sampler(self, method="ddim", use_ema=True, **options) -> sampling.Sampler:
@@ -380,6 +436,8 @@ class DiffusionModel(NoisedTrainer):
                 "decoder": self.decoder.value,
                 "prediction_type": self.prediction_type.value,
                 "min_snr_gamma": self.min_snr_gamma,
+                "low_res_size": self.low_res_size,
+                "low_res_augment_max": self.low_res_augment_max,
             }
         )
         return config
