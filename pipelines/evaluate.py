@@ -13,9 +13,12 @@
 4. NLL in bits/dim on the test split (fixed β̃ and β variances, or the learned one).
 
 Feature networks: ``digits`` (the classifier in ``saved_models/digits_classifier``,
-``tfddim train-classifier``), ``inception`` (InceptionV3 pool features from
-``--inception-weights``), ``raw`` (the data itself, for 2-D data); ``auto`` picks
-by data source. Reference statistics are cached in ``<runs>/reference/``.
+``tfddim train-classifier``; for ``mnist`` data the MNIST classifier of the
+data's size, ``saved_models/mnist_classifier`` at 28x28 and
+``saved_models/mnist14_classifier`` at 14x14, unless ``classifier`` names
+another), ``inception`` (InceptionV3 pool features from ``--inception-weights``),
+``raw`` (the data itself, for 2-D data); ``auto`` picks by data source (digits
+and mnist → ``digits``). Reference statistics are cached in ``<runs>/reference/``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from tfddim.evaluation.study import DEFAULT_ETAS, DEFAULT_STEPS
 from tfddim.sampling.options import parse_eta
 from tfddim.pipelines.config import check_at_least
 
-DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
-                                  "digits_classifier")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CLASSIFIER = os.path.join(REPO_ROOT, "saved_models", "digits_classifier")
 METRICS = ("fid", "sfid", "kid", "precision", "recall", "is")
 TITLES = {
     "fid": "FID (lower is better; 0 for identical feature statistics)",
@@ -60,7 +63,8 @@ class EvaluateConfig:
         etas: DDIM etas, numbers in [0, 1] or ``"sigma_hat"``.
         features: the feature network: ``auto``, ``digits``, ``inception`` or ``raw``.
         inception_weights: the InceptionV3 no-top weights file for ``features="inception"``.
-        classifier: the digits classifier folder for ``features="digits"``.
+        classifier: the digits classifier folder for ``features="digits"`` (left at the default, ``mnist`` data
+            use :func:`mnist_classifier` of their size instead).
         batch_size: samples per graph call; >= 1.
         seed: x_T, the reference halves and the sampling noise.
         nll_images: test images of the NLL bound (0: skip); >= 0.
@@ -112,15 +116,37 @@ def real_data(data_section: dict, split: str) -> tuple:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _feature_net(kind: str, source: str, data_rank: int, classifier: str, inception_weights: Optional[str]):
+def mnist_classifier(image_size: Optional[int]) -> str:
+    """The shipped MNIST evaluation classifier folder for ``image_size`` x ``image_size`` data (None: 28):
+    ``saved_models/mnist_classifier`` (28), ``saved_models/mnist14_classifier`` (14), ``mnist<S>_classifier``."""
+    from tfddim.pipelines.train_classifier import default_out_dir
+
+    return os.path.join(REPO_ROOT, default_out_dir("mnist", image_size))
+
+
+def _feature_net(kind: str, source: str, data_rank: int, classifier: str, inception_weights: Optional[str],
+                 image_size: Optional[int] = None):
+    """(the feature network, its kind); ``image_size``: the side of the (square) data images, for MNIST."""
     from tfddim.evaluation import features, study
 
     if kind == "auto":
-        kind = "raw" if data_rank == 1 else ("digits" if source == "digits" else "inception")
+        kind = "raw" if data_rank == 1 else ("digits" if source in ("digits", "mnist") else "inception")
     if kind == "raw":
         return study.FlatFeatures(), kind
     if kind == "digits":
-        return features.DigitsFeatureNet(os.path.join(classifier, "model.keras")), kind
+        if source == "mnist" and classifier == DEFAULT_CLASSIFIER:  # the 8x8 default cannot score MNIST
+            classifier = mnist_classifier(image_size)
+            if not os.path.isfile(os.path.join(classifier, "model.keras")):
+                size = 28 if image_size is None else int(image_size)
+                raise ValueError(
+                    f"no MNIST evaluation classifier for {size}x{size} images at {classifier}: train it with "
+                    f"`tfddim train-classifier --source mnist --image-size {size}` (from the repository root), "
+                    "or pass another folder as the classifier, or features inception/raw")
+        net = features.DigitsFeatureNet(os.path.join(classifier, "model.keras"))
+        if image_size is not None and net.image_size != image_size:
+            raise ValueError(f"the classifier in {classifier} takes {net.image_size}x{net.image_size} images; "
+                             f"the data are {image_size}x{image_size}")
+        return net, kind
     if kind == "inception":
         return features.InceptionFeatureNet(inception_weights), kind
     raise ValueError(f"features must be auto, digits, inception or raw, got {kind!r}")
@@ -295,12 +321,15 @@ def _reference(cfg: EvaluateConfig, real: np.ndarray, data_section: dict, num_ce
     n = cfg.num_samples or half
     # the floor compares as many real images as each cell has samples (FID is biased by the count)
     half_a, half_b = real[perm[:half]], real[perm[half:half + min(n, half)]]
+    image_size = real.shape[1] if real.ndim == 4 else None
     net, kind = _feature_net(cfg.features, data_section.get("source", ""), real.ndim - 1, cfg.classifier,
-                             cfg.inception_weights)
+                             cfg.inception_weights, image_size)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "reference")
     os.makedirs(cache_dir, exist_ok=True)
+    # the size only in the name of a resized source (mnist 28 and 14 would otherwise take turns overwriting one file)
+    size_tag = f"_{image_size}px" if data_section.get("image_size") is not None and image_size is not None else ""
     cache = os.path.join(cache_dir, f"{data_section.get('source', 'data').replace(':', '_').replace('/', '_')}"
-                                    f"_train_half{half}_seed{cfg.seed}_{kind}.npz")
+                                    f"{size_tag}_train_half{half}_seed{cfg.seed}_{kind}.npz")
     stats = feature_nets.reference_statistics(net, half_a, cache)
     kid_subset = min(1000, n, half)
     print(f"tfddim evaluate: reference {half} + {min(n, half)} real images ({kind} features); {n} samples per cell, "
@@ -426,10 +455,17 @@ def _nll(cfg: EvaluateConfig, model_fn, schedule, learned: bool, data_ndim: int,
     return nll
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the repository when inside it (``saved_models/...``), else as given."""
+    rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+    return path if rel.startswith("..") else rel
+
+
 def _report(run_dir, metadata, kind, net, half, n, seed, tables, files, fig_steps, recon_errors, nll, rows,
             interp_steps) -> str:
     feature_text = {
-        "digits": "the penultimate layer of the digits classifier (`saved_models/digits_classifier`)",
+        "digits": "the penultimate layer of the digits classifier "
+                  f"(`{_shown_path(os.path.dirname(getattr(net, 'path', DEFAULT_CLASSIFIER)))}`)",
         "inception": "InceptionV3 pool features (2048-d, Keras weights; comparable within tfddim only)",
         "raw": "the data themselves (no feature network)",
     }[kind]

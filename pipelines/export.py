@@ -29,6 +29,11 @@ class ExportConfig:
         onnx: also write the ONNX graphs to ``VERSION/onnx/``, checked in ONNX Runtime.
         classifier_run: a noise-aware classifier run to bundle (the loops then use classifier guidance).
         xla: compile the network with XLA inside the SavedModel (:class:`tfddim.export.ExportOptions`).
+        upsample_strength: a super-resolution run: start ``serving_default``/``sample_with_noise`` (and a cascade's
+            upsampler) from the noised bilinear upsampling of ``low_res`` at this SDEdit strength
+            (:class:`tfddim.export.ExportOptions`); None: 1 (pure noise).
+        cascade_base_run: export a two-stage cascade (:mod:`tfddim.export.cascade`): this run is the base
+            stage and ``run_dir`` (a super-resolution run) the upsampler, in one graph.
     """
 
     run_dir: str
@@ -39,15 +44,19 @@ class ExportConfig:
     onnx: bool = False
     classifier_run: Optional[str] = None
     xla: bool = False
+    cascade_base_run: Optional[str] = None
+    upsample_strength: Optional[float] = None
 
     def __post_init__(self):
         if not self.name:
             raise ValueError(f"name must be a non-empty model name, got {self.name!r}")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValueError(f"version must be an integer >= 1, got {self.version!r}")
+        if self.cascade_base_run is not None and (self.classifier_run is not None or self.xla):
+            raise ValueError("a cascade export takes neither a classifier run nor xla")
 
 
-def _export_options(config: dict):
+def _export_options(config: dict, upsample_strength=None):
     """The sampling choices of the run's ``sampling`` section that the graph bakes in, and its network's
     ``diffusion.prediction_type``."""
     from tfddim import export
@@ -61,7 +70,11 @@ def _export_options(config: dict):
         spacing = "uniform"
     # the network's target: a run written before diffusion.prediction_type existed (or at its default) trained epsilon
     prediction_type = config.get("diffusion", {}).get("prediction_type", "epsilon")
-    return export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"), prediction_type=prediction_type)
+    # a super-resolution run: the low-res size its data paired it with, sampled as a clean image (low_res_t = 0)
+    low_res_size = config.get("data", {}).get("low_res_size")
+    return export.ExportOptions(spacing=spacing, clip_x0=sampling_cfg.get("clip_x0"), prediction_type=prediction_type,
+                                low_res_size=low_res_size,
+                                upsample_strength=1.0 if upsample_strength is None else upsample_strength)
 
 
 def run(cfg: ExportConfig) -> str:
@@ -69,10 +82,12 @@ def run(cfg: ExportConfig) -> str:
     from tfddim import export
     from tfddim.runs import RunDir
 
+    if cfg.cascade_base_run is not None:
+        return _run_cascade(cfg)
     run_dir = RunDir(cfg.run_dir)
     schedule = run_dir.read_schedule()
     config, metadata = run_dir.read_config(), run_dir.read_metadata()
-    options = dataclasses.replace(_export_options(config), xla=bool(cfg.xla))
+    options = dataclasses.replace(_export_options(config, cfg.upsample_strength), xla=bool(cfg.xla))
     network = run_dir.load_network()
     # bundle a noise-aware classifier: the loops use classifier guidance
     classifier = None if cfg.classifier_run is None else RunDir(cfg.classifier_run).load_classifier()
@@ -89,6 +104,23 @@ def run(cfg: ExportConfig) -> str:
         graphs = layout.read_onnx_manifest(path).graphs
         print(f"tfddim export: ONNX graphs at {layout.ExportLayout(path).onnx_dir} "
               f"({', '.join(g.file for g in graphs.values())}), checked against the SavedModel in ONNX Runtime")
+    return path
+
+
+def _run_cascade(cfg: ExportConfig) -> str:
+    """The base run and the upsampler run (``run_dir``) as one cascade export (:func:`tfddim.export.cascade.export_cascade`)."""
+    from tfddim.export import cascade, layout
+    from tfddim.runs import RunDir
+
+    base, up = RunDir(cfg.cascade_base_run), RunDir(cfg.run_dir)
+    metadata = {"base": dict(base.read_metadata(), run_config=base.read_config()),
+                "upsampler": dict(up.read_metadata(), run_config=up.read_config())}
+    path = cascade.export_cascade(base.load_network(), base.read_schedule(), up.load_network(), up.read_schedule(),
+                                  os.path.join(cfg.base_dir, cfg.name), cfg.version,
+                                  base_options=_export_options(base.read_config()),
+                                  up_options=_export_options(up.read_config(), cfg.upsample_strength), metadata=metadata,
+                                  overwrite=cfg.overwrite, onnx=cfg.onnx)
+    print(f"tfddim export: cascade SavedModel at {path} (signatures: {', '.join(layout.read_manifest(path).signatures)})")
     return path
 
 

@@ -54,6 +54,7 @@ def eps_fn(mix, sched):
 # ---------------------------------------------------------------- exported tiny models
 EXPORT_T = 50
 COND_ONNX = ("sample_with_noise", "sample_ode", "encode")  # the conditional fixture's ONNX graphs
+SR_ONNX = ("sample_with_noise", "inpaint_with_noise")  # the super-resolution fixture's
 
 
 def tiny_unet(**kw):
@@ -66,6 +67,8 @@ def tiny_unet(**kw):
     net = models.UNet(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                       attention_resolutions=(4,), num_heads=2, **kw)
     inputs = (tf.zeros([1, 8, 8, 1]), tf.zeros([1], tf.int32)) + ((tf.zeros([1], tf.int32),) if kw.get("num_classes") else ())
+    if kw.get("low_res_channels"):
+        inputs += (tf.zeros([1, 4, 4, kw["low_res_channels"]]), tf.zeros([1], tf.int32))
     net(inputs)
     # the output conv starts at zero; give it weights so the tests see a non-trivial network
     rng = np.random.default_rng(0)
@@ -100,4 +103,19 @@ def cond(tmp_path_factory, export_sched):
     base = str(tmp_path_factory.mktemp("smc") / "tiny_cond")
     path = export.export_saved_model(net, export_sched, (8, 8, 1), base, 1, export.ExportOptions(spacing="trailing"),
                                      onnx=True, onnx_signatures=COND_ONNX)
+    return net, base, path, tf.saved_model.load(path)
+
+
+@pytest.fixture(scope="session")
+def sr(tmp_path_factory, export_sched):
+    """The same for a super-resolution network (8x8 from a 4x4 ``low_res``, at low_res_t = 3).
+
+    Its ONNX folder holds SR_ONNX: the low_res input through a sampling loop and through the inpainting hook;
+    the other loops take it the same way and are converted on ``uncond``.
+    """
+    net = tiny_unet(low_res_channels=1)
+    base = str(tmp_path_factory.mktemp("smsr") / "tiny_sr")
+    path = export.export_saved_model(net, export_sched, (8, 8, 1), base, 1,
+                                     export.ExportOptions(clip_x0=(-1, 1), low_res_size=4, low_res_t=3),
+                                     onnx=True, onnx_signatures=SR_ONNX)
     return net, base, path, tf.saved_model.load(path)

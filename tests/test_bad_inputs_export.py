@@ -27,8 +27,10 @@ STEPS = 2
 
 # ------------------------------------------------------------------ (a) the SavedModel signatures, in a child
 IMAGE = {"serving_default": "x_T", "sample_with_noise": "x_T", "sample_dpmpp_2m": "x_T", "encode": "x_0",
-         "predict_x0": "x_t", "sample_ode": "x_T", "sample_ddpm": "x_T", "sample_trajectory": "x_T"}
-NOISY = ("sample_with_noise", "sample_ddpm", "sample_trajectory")  # signatures with a noise input
+         "predict_x0": "x_t", "sample_ode": "x_T", "sample_ddpm": "x_T", "sample_trajectory": "x_T", "edit": "x_0",
+         "edit_with_noise": "x_0", "inpaint": "x_0", "inpaint_with_noise": "x_0"}
+NOISY = ("sample_with_noise", "sample_ddpm", "sample_trajectory", "edit_with_noise", "inpaint_with_noise")  # a noise input
+ALIKE = {"edit_with_noise": "start_noise", "inpaint": "mask", "inpaint_with_noise": "x_T"}  # inputs shaped like the image
 
 
 def tensor(shape, dtype="float32", value=0, poison=None):
@@ -54,6 +56,14 @@ def valid_request(signature, conditional, batch=B):
                                           noise=tensor([STEPS, batch, *SHAPE]), **cond),
         "encode": lambda: dict(x_0=image, num_steps=steps, **cond),
         "predict_x0": lambda: dict(x_t=image, t=tensor([batch], "int32"), **({"labels": cond["labels"]} if conditional else {})),
+        "edit": lambda: dict(x_0=image, strength=tensor([], value=0.5), num_steps=steps, eta=tensor([]),
+                             seed=tensor([], "int64"), **cond),
+        "edit_with_noise": lambda: dict(x_0=image, strength=tensor([], value=0.5), num_steps=steps,
+                                        eta=tensor([], value=0.5), start_noise=image,
+                                        noise=tensor([STEPS, batch, *SHAPE]), **cond),
+        "inpaint": lambda: dict(x_0=image, mask=image, num_steps=steps, eta=tensor([]), seed=tensor([], "int64"), **cond),
+        "inpaint_with_noise": lambda: dict(x_0=image, mask=image, num_steps=steps, eta=tensor([], value=0.5), x_T=image,
+                                           noise=tensor([STEPS, batch, *SHAPE]), **cond),
     }[signature]()
 
 
@@ -82,7 +92,7 @@ def savedmodel_cases():
             for poison in ("nan", "inf"):
                 add(f"{image}_{poison}", model, signature, dict(base(), **{image: tensor([B, *SHAPE], poison=poison)}),
                     f"{image} contains NaN or Inf")
-            for scalar in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance"):
+            for scalar in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance", "strength"):
                 request = base()
                 if scalar in request:
                     given = request[scalar]
@@ -101,6 +111,21 @@ def savedmodel_cases():
                 if name in base():
                     add(f"{name}_out_of_range", model, signature, dict(base(), **{name: tensor([], "int32", value)}),
                         f"{name} must be an index in")
+            if "strength" in base():
+                for value in (0.0, 1.5):
+                    add(f"strength_{value}", model, signature, dict(base(), strength=tensor([], value=value)),
+                        "strength must be in (0, 1]")
+            if "mask" in base():
+                add("mask_half", model, signature, dict(base(), mask=tensor([B, *SHAPE], value=0.5)),
+                    "mask must hold only 0 (generate) and 1 (keep)")
+            if signature in ALIKE:
+                other = ALIKE[signature]
+                add(f"{other}_C", model, signature, dict(base(), **{other: tensor([B, 8, 8, 2])}),
+                    f"{other} must have the shape of x_0")
+                add(f"{other}_batch", model, signature, dict(base(), **{other: tensor([B + 1, *SHAPE])}),
+                    f"{other} must have the batch of x_0")
+                add(f"{other}_nan", model, signature, dict(base(), **{other: tensor([B, *SHAPE], poison="nan")}),
+                    f"{other} contains NaN or Inf")
             if signature in NOISY:
                 noise_shape = [STEPS, B, *SHAPE]
                 for eta in ((0.0, 0.5) if "eta" in base() else (None,)):
@@ -114,6 +139,18 @@ def savedmodel_cases():
                         "noise must have shape [S, B, 8, 8, 1]")
                 add("noise_steps", model, signature, dict(base(), noise=tensor([STEPS + 1, B, *SHAPE])),
                     "noise must have num_steps entries")
+    # the super-resolution fixture: every signature takes low_res [B, 4, 4, 1] (a few signatures suffice: one check)
+    for signature in ("serving_default", "inpaint", "predict_x0"):
+        image = IMAGE[signature]
+        base = lambda batch=B: dict(valid_request(signature, False, batch), low_res=tensor([batch, 4, 4, 1]))  # noqa: E731
+        add("valid", "sr", signature, base(), None)
+        add("low_res_missing_batch", "sr", signature, dict(base(), low_res=tensor([4, 4, 1])),
+            "low_res must have shape [B, 4, 4, 1]")
+        add("low_res_size", "sr", signature, dict(base(), low_res=tensor([B, 8, 8, 1])), "low_res must have shape [B, 4, 4, 1]")
+        add("low_res_batch", "sr", signature, dict(base(), low_res=tensor([B + 1, 4, 4, 1])),
+            f"low_res must have the batch of {image}")
+        add("low_res_nan", "sr", signature, dict(base(), low_res=tensor([B, 4, 4, 1], poison="nan")),
+            "low_res contains NaN or Inf")
     return cases
 
 
@@ -183,8 +220,8 @@ def run_child(tmp_path, models, cases):
 
 
 @pytest.fixture(scope="module")
-def child(uncond, cond, tmp_path_factory):
-    return run_child(tmp_path_factory.mktemp("bad"), {"uncond": uncond[2], "cond": cond[2]}, CASES)
+def child(uncond, cond, sr, tmp_path_factory):
+    return run_child(tmp_path_factory.mktemp("bad"), {"uncond": uncond[2], "cond": cond[2], "sr": sr[2]}, CASES)
 
 
 def test_the_child_survives_every_bad_request(child):

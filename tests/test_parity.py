@@ -23,13 +23,15 @@ from tfddim.runtime import OnnxSampler
 T = 50  # the exported models' T (tests/conftest.py)
 # ONNX vs SavedModel: the issue's 1e-4 of the data range [-1, 1]; float32 rounding through a short loop is ~1e-6.
 PARITY = 1e-4 * 2.0
-EXPORTS = ("uncond", "cond")
+EXPORTS = ("uncond", "cond", "sr")
 
 # Signatures with no ONNX graph, and why (the README's signature table says the same).
 NO_ONNX = {
     "serving_default": "draws its noise in the graph with TF's stateless RNG, which ONNX has no op for: "
                        "sample_with_noise takes the noise as an input",
     "sample_dpmpp_2m": "sample_ode runs DPM-Solver++(2M) (method index of dpmpp_2m)",
+    "edit": "draws its noise in the graph (as serving_default): edit_with_noise takes it",
+    "inpaint": "draws x_T and its noise in the graph (as serving_default): inpaint_with_noise takes them",
     "predict_x0": "one network call; convert the network itself where a bare forward pass is wanted",
 }
 
@@ -50,24 +52,41 @@ def onnx_gap(got, want):
 class Setup:
     """The in-process counterpart of one export: its network function, schedule, options and conditioning."""
 
-    def __init__(self, export, sched, conditional):
+    def __init__(self, export, sched, conditional, super_resolution=False):
         net = export[0]
         self.loaded, self.path = export[3], export[2]
         self.manifest = layout.read_manifest(self.path)
         self.conditional = conditional
-        self.fn = (lambda x, t, y: net((x, t, y))) if conditional else (lambda x, t: net((x, t)))
+        self.fn = (lambda x, t, *args: net((x, t, *args))) if conditional or super_resolution else (lambda x, t: net((x, t)))
         self.sched = sched
         self.spacing = self.manifest.spacing.value
         self.labels = np.array([0, 2, 1], np.int32)
         self.cond_inputs = dict(labels=self.labels, guidance_scale=np.float32(2.0)) if conditional else {}
+        rng = np.random.default_rng(7)
         if conditional:
             self.options = dict(labels=self.labels, guidance_scale=2.0,
                                 guidance=sampling.ClassifierFreeGuidance(null_label=3))
         else:
             self.options = dict(clip_x0=(-1.0, 1.0))
-        rng = np.random.default_rng(7)
+        self.extra = {}  # the in-process sampler's image conditioning (every call)
+        if super_resolution:  # the sr fixture: a 4x4 low_res at the manifest's low_res_t = 3
+            low = rng.uniform(-1, 1, (3, 4, 4, 1)).astype(np.float32)
+            self.cond_inputs = dict(low_res=low)
+            self.extra = dict(low_res=low, low_res_t=self.manifest.low_res_t)
         self.x = rng.standard_normal((3, 8, 8, 1)).astype(np.float32)
         self.noise = lambda s: rng.standard_normal((s, 3, 8, 8, 1)).astype(np.float32)
+
+    def sampler(self, method="ddim"):
+        """The in-process :class:`~tfddim.sampling.Sampler` of this export's options (labels stay call arguments)."""
+        options = {k: v for k, v in self.options.items() if k not in ("labels", "guidance_scale")}
+        if self.conditional:
+            options["class_conditional"] = True
+        return sampling.Sampler(self.fn, self.sched, sampling.SamplerConfig(method=method, **options))
+
+    @property
+    def call_options(self):
+        """labels, guidance_scale and the image conditioning, as Sampler call arguments."""
+        return {k: v for k, v in {**self.options, **self.extra}.items() if k in ("labels", "guidance_scale", "low_res", "low_res_t")}
 
     def taus(self, s, spacing=None):
         return schedules.spaced_timesteps(T, s, spacing or self.spacing, schedule=self.sched)
@@ -86,20 +105,20 @@ def case(name):
 @case("serving_default")
 def _serving(s: Setup):
     inputs = dict(x_T=s.x, num_steps=np.int32(5), eta=np.float32(0.7), seed=np.int64(4))
-    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(5), eta=0.7, seed=4, **s.options)}
+    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(5), eta=0.7, seed=4, **s.options, **s.extra)}
 
 
 @case("sample_with_noise")
 def _with_noise(s: Setup):
     noise = s.noise(6)
     inputs = dict(x_T=s.x, num_steps=np.int32(6), eta=np.float32(1.0), noise=noise)
-    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(6), eta=1.0, noise=noise, **s.options)}
+    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(6), eta=1.0, noise=noise, **s.options, **s.extra)}
 
 
 @case("sample_dpmpp_2m")
 def _dpmpp_2m(s: Setup):
     inputs = dict(x_T=s.x, num_steps=np.int32(7))
-    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(7), method="dpmpp_2m", **s.options)}
+    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(7), method="dpmpp_2m", **s.options, **s.extra)}
 
 
 @case("sample_ode")
@@ -107,7 +126,7 @@ def _ode(s: Setup):
     # one pair here; tests/test_export.py and tests/test_onnx.py run every solver x spacing
     inputs = dict(x_T=s.x, num_steps=np.int32(8), method=np.int32(s.manifest.ode_methods.index("unipc")),
                   spacing=np.int32(s.manifest.ode_spacings.index("karras")))
-    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(8, "karras"), method="unipc", **s.options)}
+    return inputs, {"x_0": sampling.sample(s.fn, s.x, s.sched, s.taus(8, "karras"), method="unipc", **s.options, **s.extra)}
 
 
 @case("sample_ddpm")
@@ -115,7 +134,7 @@ def _ddpm(s: Setup):
     noise = s.noise(6)
     inputs = dict(x_T=s.x, num_steps=np.int32(6), variance=np.int32(s.manifest.ddpm_variances.index("fixed_large")),
                   noise=noise)
-    want = sampling.sample(s.fn, s.x, s.sched, s.taus(6), method="ddpm", variance="fixed_large", noise=noise, **s.options)
+    want = sampling.sample(s.fn, s.x, s.sched, s.taus(6), method="ddpm", variance="fixed_large", noise=noise, **s.options, **s.extra)
     return inputs, {"x_0": want}
 
 
@@ -123,7 +142,7 @@ def _ddpm(s: Setup):
 def _trajectory(s: Setup):
     noise = s.noise(5)
     inputs = dict(x_T=s.x, num_steps=np.int32(5), eta=np.float32(0.5), noise=noise)
-    x0, path = sampling.sample(s.fn, s.x, s.sched, s.taus(5), eta=0.5, noise=noise, return_trajectory=True, **s.options)
+    x0, path = sampling.sample(s.fn, s.x, s.sched, s.taus(5), eta=0.5, noise=noise, return_trajectory=True, **s.options, **s.extra)
     return inputs, {"x_0": x0, "x_steps": path.x, "x0_steps": path.x0_hat}
 
 
@@ -132,12 +151,52 @@ def _encode(s: Setup):
     inputs = dict(x_0=s.x, num_steps=np.int32(8))
     options = dict(s.options)
     labels, scale = options.pop("labels", None), options.pop("guidance_scale", 1.0)
-    return inputs, {"x_T": sampling.encode(s.fn, s.x, s.sched, s.taus(8), labels=labels, guidance_scale=scale, **options)}
+    return inputs, {"x_T": sampling.encode(s.fn, s.x, s.sched, s.taus(8), labels=labels, guidance_scale=scale, **options,
+                                           **s.extra)}
+
+
+@case("edit")
+def _edit(s: Setup):
+    x0 = np.tanh(s.x)
+    inputs = dict(x_0=x0, strength=np.float32(0.55), num_steps=np.int32(6), eta=np.float32(0.6), seed=np.int64(9))
+    return inputs, {"x_0": s.sampler().edit(x0, s.taus(6), 0.55, eta=0.6, seed=9, **s.call_options)}
+
+
+@case("edit_with_noise")
+def _edit_with_noise(s: Setup):
+    x0, z, noise = np.tanh(s.x), s.noise(1)[0], s.noise(6)
+    inputs = dict(x_0=x0, strength=np.float32(0.7), num_steps=np.int32(6), eta=np.float32(1.0), start_noise=z, noise=noise)
+    return inputs, {"x_0": s.sampler().edit(x0, s.taus(6), 0.7, eta=1.0, noise=noise, start_noise=z, **s.call_options)}
+
+
+def _mask(s: Setup):
+    return (np.arange(s.x.size).reshape(s.x.shape) % 3 == 0).astype(np.float32)
+
+
+@case("inpaint")
+def _inpaint(s: Setup):
+    x0, mask = np.tanh(s.x), _mask(s)
+    x_T = steps.stateless_step_normal(tf.constant(4, tf.int64), -1, tf.constant(x0)).numpy()  # the seed's stream −1
+    inputs = dict(x_0=x0, mask=mask, num_steps=np.int32(5), eta=np.float32(0.0), seed=np.int64(4))
+    return inputs, {"x_0": s.sampler().inpaint(x_T, x0, mask, s.taus(5), eta=0.0, seed=4, **s.call_options)}
+
+
+@case("inpaint_with_noise")
+def _inpaint_with_noise(s: Setup):
+    x0, mask, noise = np.tanh(s.x), _mask(s), s.noise(5)
+    inputs = dict(x_0=x0, mask=mask, num_steps=np.int32(5), eta=np.float32(0.5), x_T=s.x, noise=noise)
+    return inputs, {"x_0": s.sampler().inpaint(s.x, x0, mask, s.taus(5), eta=0.5, noise=noise, **s.call_options)}
 
 
 @case("predict_x0")
 def _predict(s: Setup):
     t = np.array([0, 10, 49], np.int32)
+    if s.extra:
+        eps = s.fn(s.x, t, s.extra["low_res"], np.full([3], s.extra["low_res_t"], np.int32)).numpy()
+        inputs = dict(x_t=s.x, t=t, low_res=s.extra["low_res"])
+        ab = s.sched.alphas_cumprod[t].reshape(3, 1, 1, 1).astype(np.float32)
+        x0 = steps.x0_from_eps(s.x, eps, ab)
+        return inputs, {"x_0": x0, "eps": eps}
     eps = (s.fn(s.x, t, s.labels) if s.conditional else s.fn(s.x, t)).numpy()
     ab = s.sched.alphas_cumprod[t].reshape(3, 1, 1, 1).astype(np.float32)
     inputs = dict(x_t=s.x, t=t, **({"labels": s.labels} if s.conditional else {}))
@@ -146,7 +205,7 @@ def _predict(s: Setup):
 
 @pytest.fixture(scope="module")
 def setups(request, export_sched):
-    return {name: Setup(request.getfixturevalue(name), export_sched, name == "cond") for name in EXPORTS}
+    return {name: Setup(request.getfixturevalue(name), export_sched, name == "cond", name == "sr") for name in EXPORTS}
 
 
 @pytest.fixture(scope="module")
@@ -155,14 +214,14 @@ def onnx_samplers(setups):
 
 
 def test_every_exported_signature_has_a_case(setups):
-    from conftest import COND_ONNX
+    from conftest import COND_ONNX, SR_ONNX
 
     for name, s in setups.items():
         assert set(s.manifest.signatures) == set(CASES), "give the new signature a case in tests/test_parity.py"
         graphs = set(layout.read_onnx_manifest(s.path).graphs)
         assert not graphs & set(NO_ONNX)
-        # uncond has every graph; cond those of conftest.COND_ONNX (its conditioning inputs' parity)
-        assert graphs == (set(CASES) - set(NO_ONNX) if name == "uncond" else set(COND_ONNX))
+        # uncond has every graph; cond and sr those of conftest.COND_ONNX / SR_ONNX (their conditioning inputs' parity)
+        assert graphs == {"uncond": set(CASES) - set(NO_ONNX), "cond": set(COND_ONNX), "sr": set(SR_ONNX)}[name]
 
 
 @pytest.mark.parametrize("which", EXPORTS)
@@ -170,7 +229,7 @@ def test_every_exported_signature_has_a_case(setups):
 def test_parity(setups, onnx_samplers, which, signature):
     s = setups[which]
     inputs, want = CASES[signature](s)
-    if signature != "predict_x0":  # predict_x0 takes labels only (no guidance): its case gives them
+    if signature != "predict_x0":  # predict_x0 takes labels (or low_res) only: its case gives them
         inputs = {**inputs, **s.cond_inputs}
     got = s.loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     assert set(got) == set(want)
@@ -179,6 +238,7 @@ def test_parity(setups, onnx_samplers, which, signature):
     if signature in NO_ONNX or not onnx_samplers[which].has_signature(signature):
         return  # no graph (NO_ONNX), or one the conditional fixture does not convert (the test above)
     onnx_out = onnx_samplers[which]._call(signature, **inputs)
+    onnx_out = {k[:-4] if k.endswith("_out") else k: v for k, v in onnx_out.items()}  # edit/inpaint's x_0_out
     assert set(onnx_out) == set(want)
     for key in want:
         assert onnx_gap(onnx_out[key], got[key].numpy()) <= PARITY, (signature, key)

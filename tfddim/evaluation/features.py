@@ -6,7 +6,11 @@ Two networks implement :class:`FeatureNet`:
 :class:`DigitsFeatureNet`   :class:`DigitsClassifier`, a small CNN trained on
                             the embedded 8x8 digits (``tfddim train-classifier``);
                             64-d penultimate features and 10 logits; spatial
-                            features: ``conv2[..., :4]``, 8x8x4 = 256-d.
+                            features: ``conv2[..., :4]``, 8x8x4 = 256-d. The
+                            same CNN at 28x28 / 14x14, trained on the MNIST
+                            train split (``saved_models/mnist_classifier``,
+                            ``saved_models/mnist14_classifier``), scores
+                            ``mnist`` data: spatial features 14x14x4 = 784-d.
 :class:`InceptionFeatureNet` Keras' InceptionV3 pool features (2048-d), the
                             network FID is defined with (Heusel et al. 2017);
                             spatial features: the first 7 channels of ``mixed6``
@@ -58,6 +62,7 @@ __all__ = [
     "extract",
     "reference_statistics",
     "weights_digest",
+    "classifier_identity",
     "DEFAULT_CLASSIFIER_DIR",
     "INCEPTION_WEIGHTS_FILE",
     "INCEPTION_WEIGHTS_URL",
@@ -65,7 +70,10 @@ __all__ = [
 
 DEFAULT_CLASSIFIER_DIR = os.path.join("saved_models", "digits_classifier")
 CLASSIFIER_FILE = "model.keras"
-DIGITS_SHAPE = (8, 8, 1)
+DIGITS_SIZE = 8
+DIGITS_SHAPE = (DIGITS_SIZE, DIGITS_SIZE, 1)
+MIN_CLASSIFIER_SIZE = 4
+FINAL_MAP_MAX = 7  # a second MaxPool(2) follows conv3 when the map after the first pool is larger than this
 INCEPTION_SIZE = 299
 INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 INCEPTION_WEIGHTS_URL = (
@@ -76,34 +84,61 @@ INCEPTION_WEIGHTS_URL = (
 # ----------------------------------------------------------------------------- the digits CNN
 @keras.saving.register_keras_serializable(package="tfddim")
 class DigitsClassifier(keras.Model):
-    """A small CNN classifying 8x8 digits, whose penultimate layer is the feature space.
+    """A small CNN classifying s x s digits, whose penultimate layer is the feature space.
 
     Conv(c1, 3)-ReLU → Conv(c2, 3)-ReLU → MaxPool(2) → Conv(c2, 3)-ReLU →
-    Flatten → Dropout → Dense(feature_dim)-ReLU ("features") → Dropout →
-    Dense(num_classes) logits. All convolutions are ``same``-padded, so the
-    4x4 map after pooling keeps where a stroke is (global pooling would drop
-    it, and position separates e.g. 6 from 9 on an 8x8 grid).
+    [MaxPool(2), only when s // 2 > 7] → Flatten → Dropout →
+    Dense(feature_dim)-ReLU ("features") → Dropout → Dense(num_classes) logits.
+    All convolutions are ``same``-padded, so the small map that is flattened
+    keeps where a stroke is (global pooling would drop it, and position
+    separates e.g. 6 from 9).
+
+    The size ``s`` (``image_size``) only changes the pooling, never the layers
+    or their weights' shapes apart from the feature layer's input:
+
+    =====  =============================================  ===========  ===============
+    s      maps                                            flattened    spatial map
+    =====  =============================================  ===========  ===============
+    8      8x8 (conv1, conv2) → 4x4 (conv3)               4·4·c2       conv2, 8x8
+    14     14x14 (conv1, conv2) → 7x7 (conv3)             7·7·c2       conv2, 14x14
+    28     28x28 (conv1, conv2) → 14x14 (conv3) → 7x7     7·7·c2       conv3, 14x14
+    =====  =============================================  ===========  ===============
+
+    The rule: a second MaxPool(2) after conv3 only when the map after the first
+    pool is larger than 7x7 (s >= 16), so the flattened map is at most 7x7
+    (1/4 of a 28x28 digit per cell). For s = 14 the first pool already gives
+    7x7; a second would floor it to 3x3 and drop the last row and column.
+    s = 8 is the original network, unchanged (same layers, same weights).
+
+    The *spatial map* (:meth:`features_and_map`, for sFID) is the one the last
+    pooling reduces: the deepest map at the second-to-last resolution (``conv2``
+    for s = 8 and 14, ``conv3`` for s = 28).
 
     Args:
         filters: ``(c1, c2)`` convolution widths.
         feature_dim: width of the penultimate (feature) layer.
         num_classes: number of logits.
         dropout: dropout rate before the feature and logit layers, in [0, 1).
+        image_size: the side s of the square inputs, >= 4 (8: the embedded
+            digits; 28 and 14: MNIST). A saved model without it is an 8x8 one.
 
     Call arguments:
-        x: float ``[B, 8, 8, 1]`` in [-1, 1] (as :func:`tfddim.data.load_digits` gives).
+        x: float ``[B, s, s, 1]`` in [-1, 1] (as :func:`tfddim.data.load_digits`
+            or :func:`tfddim.data.load_mnist` give).
         training: enables dropout.
 
     Returns:
         float32 ``[B, num_classes]`` logits; :meth:`features` gives ``[B, feature_dim]``.
     """
 
-    def __init__(self, filters=(32, 64), feature_dim=64, num_classes=10, dropout=0.3, **kwargs):
+    def __init__(self, filters=(32, 64), feature_dim=64, num_classes=10, dropout=0.3, image_size=DIGITS_SIZE,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = tuple(int(f) for f in filters)
         self.feature_dim = int(feature_dim)
         self.num_classes = int(num_classes)
         self.dropout = float(dropout)
+        self.image_size = int(image_size)
         if len(self.filters) != 2 or min(self.filters) < 1:
             raise ValueError(f"filters must be two positive widths (c1, c2), got {filters!r}")
         if self.feature_dim < 1:
@@ -112,34 +147,68 @@ class DigitsClassifier(keras.Model):
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.image_size < MIN_CLASSIFIER_SIZE:
+            raise ValueError(f"image_size must be >= {MIN_CLASSIFIER_SIZE}, got {self.image_size}")
         c1, c2 = self.filters
         self.conv1 = keras.layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1")
         self.conv2 = keras.layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2")
         self.pool = keras.layers.MaxPooling2D(2, name="pool")
         self.conv3 = keras.layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv3")
+        # no weights, so the 8x8 network (which has none) keeps its exact variable list
+        self.pool2 = keras.layers.MaxPooling2D(2, name="pool2") if self.extra_pool else None
         self.flatten = keras.layers.Flatten(name="flatten")
         self.drop1 = keras.layers.Dropout(self.dropout, name="dropout1")
         self.feature_dense = keras.layers.Dense(self.feature_dim, activation="relu", name="features")
         self.drop2 = keras.layers.Dropout(self.dropout, name="dropout2")
         self.logits_dense = keras.layers.Dense(self.num_classes, dtype="float32", name="logits")
 
+    @property
+    def image_shape(self) -> tuple:
+        """``(s, s, 1)``."""
+        return (self.image_size, self.image_size, 1)
+
+    @property
+    def extra_pool(self) -> bool:
+        """Whether a second MaxPool(2) follows conv3 (the map after the first pool is larger than 7x7)."""
+        return self.image_size // 2 > FINAL_MAP_MAX
+
+    @property
+    def final_size(self) -> int:
+        """Side of the map that is flattened (4 for s = 8, 7 for s = 14 and 28)."""
+        side = self.image_size // 2
+        return side // 2 if self.extra_pool else side
+
+    @property
+    def spatial_layer_name(self) -> str:
+        """The layer whose map :meth:`features_and_map` returns: ``conv3`` with the extra pool, else ``conv2``."""
+        return "conv3" if self.extra_pool else "conv2"
+
+    @property
+    def spatial_size(self) -> int:
+        """Side of that map: s for ``conv2``, s // 2 for ``conv3``."""
+        return self.image_size // 2 if self.extra_pool else self.image_size
+
     def build(self, input_shape):
         # Explicit, so load_model() rebuilds the variables from the saved input shape.
         shape = tuple(input_shape)
-        if len(shape) != 4 or tuple(shape[1:]) != DIGITS_SHAPE:
-            raise ValueError(f"DigitsClassifier expects inputs [B, 8, 8, 1], got shape {shape}")
+        s = self.image_size
+        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
+            raise ValueError(f"DigitsClassifier(image_size={s}) expects inputs [B, {s}, {s}, 1], got shape {shape}")
         c1, c2 = self.filters
-        self.conv1.build((None, 8, 8, 1))
-        self.conv2.build((None, 8, 8, c1))
-        self.conv3.build((None, 4, 4, c2))
-        self.feature_dense.build((None, 4 * 4 * c2))
+        self.conv1.build((None, s, s, 1))
+        self.conv2.build((None, s, s, c1))
+        self.conv3.build((None, s // 2, s // 2, c2))
+        self.feature_dense.build((None, self.final_size * self.final_size * c2))
         self.logits_dense.build((None, self.feature_dim))
         self.built = True
 
     def _forward(self, x, training=None):
-        """(penultimate features, the ``conv2`` map ``[B, 8, 8, c2]``) from one pass."""
+        """(penultimate features, the spatial map: ``conv2`` ``[B, s, s, c2]`` or ``conv3`` ``[B, s/2, s/2, c2]``)."""
         mid = self.conv2(self.conv1(x))
         h = self.conv3(self.pool(mid))
+        if self.pool2 is not None:
+            mid = h
+            h = self.pool2(h)
         return self.feature_dense(self.drop1(self.flatten(h), training=training)), mid
 
     def _features(self, x, training=None):
@@ -153,7 +222,8 @@ class DigitsClassifier(keras.Model):
         return self._features(x, training=False)
 
     def features_and_map(self, x):
-        """``(features [B, feature_dim], conv2 map [B, 8, 8, c2])`` from one forward pass (inference mode)."""
+        """``(features [B, feature_dim], spatial map)`` from one forward pass (inference mode); the map is
+        ``conv2`` ``[B, s, s, c2]`` (s = 8, 14) or ``conv3`` ``[B, s/2, s/2, c2]`` (s = 28), see :attr:`spatial_layer_name`."""
         return self._forward(x, training=False)
 
     def get_config(self):
@@ -163,8 +233,17 @@ class DigitsClassifier(keras.Model):
             "feature_dim": self.feature_dim,
             "num_classes": self.num_classes,
             "dropout": self.dropout,
+            "image_size": self.image_size,
         })
         return config
+
+
+def classifier_identity(model: "DigitsClassifier") -> str:
+    """``"digits_classifier:<weights_digest>"`` for the 8x8 network, ``"digits_classifier_<s>x<s>:<digest>"``
+    for another size (the identity keys cached reference statistics)."""
+    s = model.image_size
+    name = "digits_classifier" if s == DIGITS_SIZE else f"digits_classifier_{s}x{s}"
+    return f"{name}:{weights_digest(model)}"
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -272,10 +351,15 @@ class DigitsFeatureNet:
     Args:
         path: the ``.keras`` file, or the folder holding ``model.keras``
             (default ``saved_models/digits_classifier``, written by
-            ``tfddim train-classifier``).
+            ``tfddim train-classifier``; the MNIST ones are
+            ``saved_models/mnist_classifier`` (28x28) and
+            ``saved_models/mnist14_classifier`` (14x14)).
 
-    Images are ``[N, 8, 8, 1]``, ``[N, 8, 8]`` or flattened ``[N, 64]``, in [-1, 1].
-    ``identity`` is ``"digits_classifier:<weights_digest>"``.
+    Images are of the classifier's size s (``image_size``, 8 for the digits):
+    ``[N, s, s, 1]``, ``[N, s, s]`` or flattened ``[N, s·s]``, in [-1, 1].
+    ``identity`` is ``"digits_classifier:<weights_digest>"`` for s = 8 and
+    ``"digits_classifier_<s>x<s>:<weights_digest>"`` otherwise
+    (:func:`classifier_identity`).
 
     Spatial features (sFID): the first ``SPATIAL_CHANNELS = 4`` channels of
     ``conv2`` (after its ReLU), ``[N, 8, 8, 4]`` flattened to 256-d. Why this map:
@@ -307,9 +391,16 @@ class DigitsFeatureNet:
     every digit one pixel right raises FID 4x over its noise floor (2.75 →
     11.2) and this sFID 13x (0.24 → 3.1): the spatial map sees position where
     the penultimate features partly abstract from it.
+
+    MNIST (28x28 and 14x14 classifiers): the same rule, the deepest map at the
+    second-to-last resolution, picks ``conv3[..., :4]`` (14x14, receptive field
+    10x10 of 28 pixels: stroke fragments) at 28x28 and ``conv2[..., :4]``
+    (14x14, 5x5 of 14 pixels) at 14x14, 784-d for both, below the 2000 images
+    of a reference half of the 4,000-digit train split (conv2 at 28x28 would be
+    3136-d, above it, and its sqrtm ~64x slower).
     """
 
-    SPATIAL_LAYER = "conv2"
+    SPATIAL_LAYER = "conv2"  # of the 8x8 and 14x14 networks; the 28x28 one uses conv3 (DigitsClassifier.spatial_layer_name)
     SPATIAL_CHANNELS = 4
 
     def __init__(self, path: str = DEFAULT_CLASSIFIER_DIR):
@@ -324,32 +415,36 @@ class DigitsFeatureNet:
         self.model = keras.models.load_model(path)
         if not isinstance(self.model, DigitsClassifier):
             raise ValueError(f"{path} holds a {type(self.model).__name__}, not a DigitsClassifier")
-        self.identity = f"digits_classifier:{weights_digest(self.model)}"
-        self.spatial_layer = f"{self.SPATIAL_LAYER}[..., :{self.SPATIAL_CHANNELS}]"
-        self.spatial_shape = (8, 8, min(self.SPATIAL_CHANNELS, self.model.filters[1]))
+        self.image_size = self.model.image_size
+        self.identity = classifier_identity(self.model)
+        self.spatial_layer = f"{self.model.spatial_layer_name}[..., :{self.SPATIAL_CHANNELS}]"
+        side = self.model.spatial_size
+        self.spatial_shape = (side, side, min(self.SPATIAL_CHANNELS, self.model.filters[1]))
         self._both = tf.function(self._graph, reduce_retracing=True)
         self._logits = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
     def _graph(self, x):
-        """One forward pass: (features ``[B, feature_dim]``, flattened ``conv2[..., :k]`` ``[B, 8·8·k]``)."""
+        """One forward pass: (features ``[B, feature_dim]``, the flattened spatial map ``[B, H·W·k]``)."""
         feats, mid = self.model.features_and_map(x)
         spatial = mid[..., :self.SPATIAL_CHANNELS]
         return feats, tf.reshape(spatial, (tf.shape(spatial)[0], -1))
 
-    @staticmethod
-    def _prepare(images) -> np.ndarray:
+    def _prepare(self, images) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 2 and images.shape[1] == 64 or images.ndim == 3 and images.shape[1:] == (8, 8):
-            images = images.reshape(-1, *DIGITS_SHAPE)
-        if images.ndim != 4 or images.shape[1:] != DIGITS_SHAPE:
-            raise ValueError(f"images must be [N, 8, 8, 1], [N, 8, 8] or [N, 64] digits, got shape {images.shape}")
+        s = self.image_size
+        if images.ndim == 2 and images.shape[1] == s * s or images.ndim == 3 and images.shape[1:] == (s, s):
+            images = images.reshape(-1, s, s, 1)
+        if images.ndim != 4 or images.shape[1:] != (s, s, 1):
+            raise ValueError(f"images must be [N, {s}, {s}, 1], [N, {s}, {s}] or [N, {s * s}] digits "
+                             f"(this classifier's size), got shape {images.shape}")
         return images
 
     def features(self, images, batch_size: int = 256) -> np.ndarray:
         return self.features_and_spatial(images, batch_size)[0]
 
     def features_and_spatial(self, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``([N, feature_dim], [N, 256])`` float64: penultimate features and flattened ``conv2[..., :4]``, one pass."""
+        """``([N, feature_dim], [N, H·W·4])`` float64: penultimate features and the flattened spatial map
+        (``conv2[..., :4]``, 256-d, for the 8x8 digits), one pass."""
         return _batched(self._both, self._prepare(images), _check_batch_size(batch_size), "images")
 
     def logits(self, images, batch_size: int = 256) -> np.ndarray:

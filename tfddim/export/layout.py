@@ -72,6 +72,20 @@ key                      JSON value                         meaning
                                                             ``learned_range`` for a learned-variance network)
 ``xla``                  bool                               the network is compiled with XLA inside the
                                                             SavedModel (``jit_compile``; absent reads as false)
+``low_res_shape``        [h, w, C] or null                  a super-resolution export: every signature takes
+                                                            ``low_res`` [B, h, w, C] (null: none; absent before)
+``low_res_t``            int or null                        the noise-augmentation timestep the network is told
+                                                            ``low_res`` carries (0: a clean image)
+``upsample_strength``    float in (0, 1] or null            ``serving_default``/``sample_with_noise`` of a
+                                                            super-resolution export start from the bilinear
+                                                            upsampling of ``low_res`` noised to this SDEdit
+                                                            strength (1: from pure noise)
+``cascade``              object or null                     a two-stage cascade (:mod:`tfddim.export.cascade`):
+                                                            the base stage's ``data_shape``, ``num_timesteps``,
+                                                            ``spacing``, ``clip_x0``, ``prediction_type``,
+                                                            ``schedule`` and ``model_config``, and the
+                                                            upsampler's ``low_res_t``; the other keys describe
+                                                            the upsampler
 ======================== ================================== ===================================================
 
 Format versions of ``export.json``:
@@ -138,7 +152,8 @@ ONNX_NOISE_NOTE = "sample_with_noise takes noise [S, B, H, W, C]; for eta = 0 an
 _FORMAT1_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                     "encode": "ddim_inversion", "predict_x0": "network"}
 # Format-2 keys added after format 2 was first written: absent, they read as None.
-_OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings", "ddpm_variances", "xla")
+_OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings", "ddpm_variances", "xla", "low_res_shape", "low_res_t",
+                  "upsample_strength", "cascade")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -198,22 +213,32 @@ class ExportLayout:
         return os.path.join(self.onnx_dir, onnx_graph_file(signature))
 
 
-# The image input of each signature (``x_T``, ``x_0`` of ``encode``, ``x_t`` of ``predict_x0``).
-IMAGE_INPUTS = ("x_T", "x_0", "x_t")
+# The image input of each signature (``x_T``, ``x_0`` of ``encode``, ``x_t`` of ``predict_x0``), and the inputs
+# shaped like it (``inpaint``'s ``mask``, ``edit_with_noise``'s ``start_noise``).
+IMAGE_INPUTS = ("x_T", "x_0", "x_t", "mask", "start_noise")
 
 
-def input_shape(name: str, data_shape) -> list:
+def input_shape(name: str, data_shape, low_res_shape=None, cascade_shape=None) -> list:
     """The shape a signature input must have (None: any size): images [B, H, W, C], ``noise`` [S, B, H, W, C],
-    ``labels`` and ``t`` [B], everything else a scalar.
+    ``low_res`` [B, h, w, C] (``low_res_shape``), ``labels`` and ``t`` [B], everything else a scalar.
 
     The SavedModel declares its inputs with unknown shapes and checks these in the graph
     (:mod:`tfddim.export.saved_model`); the ONNX graphs declare them (:mod:`tfddim.export.onnx`).
     """
     data_shape = [int(d) for d in data_shape]
+    if cascade_shape is not None:  # a cascade: x_T and noise are the base stage's, the *_upsample ones the output's
+        if name in ("x_T_upsample", "noise_upsample"):
+            return input_shape(name[: -len("_upsample")], data_shape)
+        if name in ("x_T", "noise"):
+            return input_shape(name, cascade_shape)
     if name in IMAGE_INPUTS:
         return [None, *data_shape]
     if name == "noise":
         return [None, None, *data_shape]
+    if name == "low_res":
+        if low_res_shape is None:
+            raise ValueError("low_res_shape is needed for the low_res input of a super-resolution export")
+        return [None, *[int(d) for d in low_res_shape]]
     if name in ("labels", "t"):
         return [None]
     return []
@@ -274,6 +299,14 @@ def _shape(value, where: str, key: str = "data_shape") -> Tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         _fail(where, key, f"must be a non-empty list of positive integers, got {value!r}")
     return tuple(_int(d, where, key, 1) for d in value)
+
+
+def _optional_strength(value, where: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        _fail(where, "upsample_strength", f"must be a number in (0, 1] or null, got {value!r}")
+    return float(value)
 
 
 def _signatures(value, where: str, key: str = "signatures") -> Tuple[str, ...]:
@@ -372,6 +405,43 @@ class ExportConditioning:
 
 
 @dataclasses.dataclass(frozen=True)
+class CascadeStage:
+    """``export.json: cascade``: the base stage of a two-stage cascade export (:mod:`tfddim.export.cascade`)."""
+
+    data_shape: Tuple[int, ...]
+    num_timesteps: int
+    spacing: str
+    clip_x0: Optional[Tuple[float, float]]
+    prediction_type: str
+    low_res_t: int
+    schedule: Mapping
+    model_config: Mapping
+
+    def __post_init__(self):
+        where, key = EXPORT_JSON, "cascade"
+        _set(self, data_shape=_shape(self.data_shape, where, f"{key}.data_shape"),
+             num_timesteps=_int(self.num_timesteps, where, f"{key}.num_timesteps", 1),
+             spacing=_spacing(self.spacing, where).value, clip_x0=_clip(self.clip_x0, where),
+             prediction_type=_enum(Prediction, self.prediction_type, where, f"{key}.prediction_type").value,
+             low_res_t=_int(self.low_res_t, where, f"{key}.low_res_t", 0))
+        for name in ("schedule", "model_config"):
+            if not isinstance(getattr(self, name), Mapping):
+                _fail(where, f"{key}.{name}", f"must be an object, got {getattr(self, name)!r}")
+
+    def to_json(self) -> dict:
+        return {"data_shape": list(self.data_shape), "num_timesteps": self.num_timesteps, "spacing": self.spacing,
+                "clip_x0": None if self.clip_x0 is None else list(self.clip_x0), "prediction_type": self.prediction_type,
+                "low_res_t": self.low_res_t, "schedule": dict(self.schedule), "model_config": dict(self.model_config)}
+
+    @classmethod
+    def from_json(cls, data) -> "CascadeStage":
+        keys = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping) or set(data) != set(keys):
+            _fail(EXPORT_JSON, "cascade", f"must be an object with keys {keys}, got {data!r}")
+        return cls(**{k: data[k] for k in keys})
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportManifest:
     """``assets.extra/export.json``: what an exported sampler bakes in (the module docstring's table).
 
@@ -397,6 +467,10 @@ class ExportManifest:
     ode_spacings: Optional[Tuple[str, ...]] = None
     ddpm_variances: Optional[Tuple[str, ...]] = None
     xla: bool = False
+    low_res_shape: Optional[Tuple[int, ...]] = None
+    low_res_t: Optional[int] = None
+    upsample_strength: Optional[float] = None
+    cascade: Optional[CascadeStage] = None
 
     def __post_init__(self):
         where = EXPORT_JSON
@@ -419,7 +493,14 @@ class ExportManifest:
              ode_methods=_names(self.ode_methods, where, "ode_methods"),
              ode_spacings=_names(self.ode_spacings, where, "ode_spacings"),
              ddpm_variances=_names(self.ddpm_variances, where, "ddpm_variances"),
-             xla=_bool(False if self.xla is None else self.xla, where, "xla"))
+             xla=_bool(False if self.xla is None else self.xla, where, "xla"),
+             low_res_shape=None if self.low_res_shape is None else _shape(self.low_res_shape, where, "low_res_shape"),
+             low_res_t=_optional_int(self.low_res_t, where, "low_res_t", 0),
+             upsample_strength=_optional_strength(self.upsample_strength, where))
+        if self.cascade is not None and not isinstance(self.cascade, CascadeStage):
+            _set(self, cascade=CascadeStage.from_json(self.cascade))
+        if (self.low_res_shape is None) != (self.low_res_t is None):
+            _fail(where, "low_res_t", "and low_res_shape must be given together (a super-resolution export)")
         if ("sample_ddpm" in signatures) != (self.ddpm_variances is not None):
             _fail(where, "ddpm_variances", "must be given exactly when there is a sample_ddpm signature")
         if ("sample_ode" in signatures) != (self.ode_methods is not None and self.ode_spacings is not None):
@@ -458,6 +539,10 @@ class ExportManifest:
             "ode_spacings": None if self.ode_spacings is None else list(self.ode_spacings),
             "ddpm_variances": None if self.ddpm_variances is None else list(self.ddpm_variances),
             "xla": self.xla,
+            "low_res_shape": None if self.low_res_shape is None else list(self.low_res_shape),
+            "low_res_t": self.low_res_t,
+            "upsample_strength": self.upsample_strength,
+            "cascade": None if self.cascade is None else self.cascade.to_json(),
         }
 
     @classmethod

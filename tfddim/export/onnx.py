@@ -47,11 +47,12 @@ import numpy as np
 
 from tfddim.export import layout, onnx_loops
 
-__all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature"]
+__all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature", "onnx_output_name"]
 
 # sample_dpmpp_2m has no ONNX graph of its own any more: sample_ode runs it (method dpmpp_2m), and each
 # converted loop costs about a minute of tf2onnx on the digits network.
-ONNX_SIGNATURES = ("sample_with_noise", "sample_ode", "sample_ddpm", "sample_trajectory", "encode")
+ONNX_SIGNATURES = ("sample_with_noise", "sample_ode", "sample_ddpm", "sample_trajectory", "encode", "edit_with_noise",
+                   "inpaint_with_noise")
 DEFAULT_OPSET = 17
 
 
@@ -87,10 +88,15 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     for key in keys:  # the graph's placeholders carry lower-cased names
         if f"{key.lower()}:0" in renames:
             renames[f"{key.lower()}:0"] = key
+    for tensor, name in list(renames.items()):  # an ONNX graph cannot name an input and an output alike
+        if name in keys and tensor != f"{name.lower()}:0":
+            renames[tensor] = onnx_output_name(name, keys)
     # The SavedModel declares its inputs with unknown shapes (its graph checks them); tf2onnx would take such a
     # placeholder for a scalar, so it is given the shape each input must have.
-    data_shape = layout.read_manifest(saved_model_dir).data_shape
-    shapes = {f"{key.lower()}:0": layout.input_shape(key, data_shape) for key in keys}
+    manifest = layout.read_manifest(saved_model_dir)
+    cascade = None if manifest.cascade is None else manifest.cascade.data_shape
+    shapes = {f"{key.lower()}:0": layout.input_shape(key, manifest.data_shape, manifest.low_res_shape, cascade)
+              for key in keys}
     model, _ = convert.from_graph_def(graph_def, name=signature, input_names=inputs, output_names=outputs,
                                       opset=opset, tensors_to_rename=renames,
                                       shape_override={name: shape for name, shape in shapes.items() if name in inputs})
@@ -99,6 +105,12 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
         raise ValueError(f"ONNX export of {signature}: tf2onnx left TensorFlow ops it could not convert: "
                          f"{', '.join(sorted(left))}")
     return model
+
+
+def onnx_output_name(name: str, inputs) -> str:
+    """The ONNX name of a signature output: its own, or ``<name>_out`` when an input has that name
+    (``edit_with_noise`` and ``inpaint_with_noise`` take ``x_0`` and return ``x_0``)."""
+    return f"{name}_out" if name in inputs else name
 
 
 def _unconverted_ops(graph) -> set:
@@ -173,6 +185,9 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
     x = rng.standard_normal((2, *data_shape)).astype(np.float32)
     noise = rng.standard_normal((2, 2, *data_shape)).astype(np.float32)
     cond = {} if num_classes is None else {"labels": np.zeros([2], np.int32), "guidance_scale": np.float32(1.0)}
+    if manifest.low_res_shape is not None:
+        cond["low_res"] = rng.uniform(-1, 1, (2, *manifest.low_res_shape)).astype(np.float32)
+    mask = (rng.uniform(size=(2, *data_shape)) < 0.5).astype(np.float32)
     feeds = {
         "sample_with_noise": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
         # Every candidate solver's update runs at every step whatever `method` picks (solvers/select.py), so one
@@ -186,6 +201,10 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
                             noise=noise, **cond),
         "sample_trajectory": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
         "encode": dict(x_0=x, num_steps=np.int32(2), **cond),
+        "edit_with_noise": dict(x_0=np.tanh(x), strength=np.float32(0.7), num_steps=np.int32(3), eta=np.float32(0.5),
+                                start_noise=x, noise=rng.standard_normal((3, 2, *data_shape)).astype(np.float32), **cond),
+        "inpaint_with_noise": dict(x_0=np.tanh(x), mask=mask, num_steps=np.int32(2), eta=np.float32(0.5), x_T=x,
+                                   noise=noise, **cond),
     }
     worst = 0.0
     written = layout.read_onnx_manifest(version_dir).graphs
@@ -198,7 +217,7 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
         outputs = session.run(names, {k: np.asarray(v) for k, v in feed.items()})  # ORT takes arrays, not numpy scalars
         expected = loaded_saved_model.signatures[signature](**feed)
         for name, got in zip(names, outputs):
-            want = expected[name].numpy()
+            want = expected[name[:-4] if name.endswith("_out") and name[:-4] in feed else name].numpy()
             # in data units, relative to the output's scale when that exceeds the data range
             # (an unclipped x̂₀ of an untrained net can reach 1e3, where one float32 ulp is ~1e-4)
             gap = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))

@@ -73,7 +73,7 @@ import tensorflow as tf
 
 import tfddim
 from tfddim import models, sampling
-from tfddim.diffusion import steps
+from tfddim.diffusion import editing, steps
 from tfddim.diffusion.kinds import FinalAlpha, Prediction, Variance, parse_kind
 from tfddim.diffusion.schedules import Schedule
 from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing, graph_timesteps
@@ -94,7 +94,8 @@ ONNX_TOLERANCE = 1e-4
 # ``encode`` is the deterministic DDIM inversion, ``predict_x0`` one network call.
 SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                      "encode": "ddim_inversion", "predict_x0": "network", "sample_ode": "ode", "sample_ddpm": "ddpm",
-                     "sample_trajectory": "ddim"}
+                     "sample_trajectory": "ddim", "edit": "ddim", "edit_with_noise": "ddim", "inpaint": "ddim",
+                     "inpaint_with_noise": "ddim"}
 
 # ``sample_ode``'s choices, by index (``export.json: ode_methods, ode_spacings``): every deterministic solver
 # (DDIM at η = 0) and every spacing the graph computes.
@@ -136,6 +137,16 @@ class ExportOptions:
             outputs equal the uncompiled export's to float rounding. A server runs it compiled when its
             TensorFlow has XLA: TF Serving on CPU needs ``--xla_cpu_compilation_enabled=true`` (on GPU the
             XLA JIT is built in). The ONNX graphs are converted from the same SavedModel and are unaffected.
+        low_res_size: h of a super-resolution network's ``low_res`` input [B, h, h, C] (the run's
+            ``data.low_res_size``); required exactly when the network has ``low_res_channels``.
+        low_res_t: the noise-augmentation timestep the network is told ``low_res`` carries (0: clean, the
+            default; cascaded diffusion's augmentation is a training-time regulariser here).
+        upsample_strength: a super-resolution export's ``serving_default`` and ``sample_with_noise`` (and a
+            cascade's upsampler) start from the bilinear upsampling of ``low_res`` noised to this strength,
+            SDEdit's start (:meth:`tfddim.sampling.Sampler.edit`, with ``x_T`` as its noise z), instead of
+            from pure noise (1, the default). An ε-network barely uses ``low_res`` at the noisiest levels,
+            where ε̂ ≈ x_t whatever the image (the README's super-resolution section measures it), so
+            starting there leaves the image's global brightness to chance; the manifest records the value.
     """
 
     spacing: Spacing = Spacing.UNIFORM
@@ -144,6 +155,9 @@ class ExportOptions:
     max_batch: Optional[int] = DEFAULT_MAX_BATCH
     prediction_type: Prediction = Prediction.EPSILON
     xla: bool = False
+    low_res_size: Optional[int] = None
+    low_res_t: int = 0
+    upsample_strength: float = 1.0
 
     def __post_init__(self):
         spacing = parse_kind(Spacing, self.spacing, "spacing")
@@ -163,6 +177,13 @@ class ExportOptions:
         if not isinstance(self.xla, (bool, np.bool_)):
             raise ValueError(f"xla must be True or False, got {self.xla!r}")
         object.__setattr__(self, "xla", bool(self.xla))
+        if self.low_res_size is not None and (isinstance(self.low_res_size, bool) or int(self.low_res_size) < 1):
+            raise ValueError(f"low_res_size must be None or a positive integer, got {self.low_res_size!r}")
+        if isinstance(self.low_res_t, bool) or not isinstance(self.low_res_t, (int, np.integer)) or self.low_res_t < 0:
+            raise ValueError(f"low_res_t must be a timestep index >= 0, got {self.low_res_t!r}")
+        object.__setattr__(self, "upsample_strength", editing.check_strength(self.upsample_strength))
+        if self.upsample_strength < 1.0 and self.low_res_size is None:
+            raise ValueError("upsample_strength < 1 applies to a super-resolution export (low_res_size)")
 
 
 class SamplerModule(tf.Module):
@@ -188,6 +209,13 @@ class SamplerModule(tf.Module):
         self.num_classes = self.network_classes if classifier is None else int(classifier.num_classes)
         self.learned_variance = learned = bool(getattr(network, "learned_variance", False))
         conditional = self.network_classes is not None
+        low_channels = getattr(network, "low_res_channels", None)
+        if (low_channels is None) != (options.low_res_size is None):
+            raise ValueError(f"ExportOptions.low_res_size={options.low_res_size} but the network has "
+                             f"low_res_channels={low_channels}: a super-resolution network needs the low-res size")
+        self.low_res_shape = None if low_channels is None else (options.low_res_size, options.low_res_size, low_channels)
+        if options.low_res_t > schedule.num_timesteps - 1:
+            raise ValueError(f"low_res_t must be <= T-1 = {schedule.num_timesteps - 1}, got {options.low_res_t}")
         common = dict(learned_variance=learned, clip_x0=options.clip_x0, final_alpha_cumprod=options.final_alpha_cumprod,
                       class_conditional=conditional, prediction_type=options.prediction_type)
         if classifier is not None:  # guided-diffusion: ε̂ = ε − s·√(1−ᾱ)·∇ₓ log p_φ(y | x_t, t), s = guidance_scale
@@ -199,12 +227,14 @@ class SamplerModule(tf.Module):
         # holds the network once. It is not a module attribute: saving would re-trace it.
         spec_x, spec_t = tf.TensorSpec([None, *self.data_shape], tf.float32), tf.TensorSpec([None], tf.int32)
         xla = options.xla  # XLA compiles the network call only (see ExportOptions.xla)
+        spec_low = [] if low_channels is None else [tf.TensorSpec([None, *self.low_res_shape], tf.float32),
+                                                    tf.TensorSpec([None], tf.int32)]
         if conditional:
-            fn = tf.function(lambda x, t, y: network((x, t, y), training=False), jit_compile=xla,
-                             input_signature=[spec_x, spec_t, tf.TensorSpec([None], tf.int32)])
+            fn = tf.function(lambda x, t, y, *low: network((x, t, y, *low), training=False), jit_compile=xla,
+                             input_signature=[spec_x, spec_t, tf.TensorSpec([None], tf.int32), *spec_low])
         else:
-            fn = tf.function(lambda x, t: network((x, t), training=False), jit_compile=xla,
-                             input_signature=[spec_x, spec_t])
+            fn = tf.function(lambda x, t, *low: network((x, t, *low), training=False), jit_compile=xla,
+                             input_signature=[spec_x, spec_t, *spec_low])
         self._sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="ddim", guidance=guidance, **common))
         self._dpm_sampler = sampling.Sampler(fn, schedule, sampling.SamplerConfig(method="dpmpp_2m", guidance=guidance, **common))
         # sample_ode: the candidates' step functions, picked per request inside the DDIM sampler's loop
@@ -237,8 +267,11 @@ class SamplerModule(tf.Module):
         x = inputs[image]
         shape_x = tf.shape(x)
         batch = _dims(shape_x, 1)[0]
-        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance")
-                   if name in inputs]
+        scalars = [name for name in ("num_steps", "eta", "seed", "guidance_scale", "method", "spacing", "variance",
+                                     "strength") if name in inputs]
+        # inputs shaped like the image ([B, H, W, C], B of the image): inpaint's mask, the edit's start noise,
+        # inpaint_with_noise's x_T
+        alike = [name for name in layout.IMAGE_INPUTS if name in inputs and name != image]
 
         def ranks():
             out = [_assert(_shape_is(x, [None, *data]),
@@ -246,6 +279,14 @@ class SamplerModule(tf.Module):
             for name in scalars:
                 out.append(_assert(tf.equal(tf.rank(inputs[name]), 0), f"{name} must be a scalar; got shape",
                                    tf.shape(inputs[name])))
+            for name in alike:
+                out.append(_assert(_shape_is(inputs[name], [None, *data]), f"{name} must have the shape of {image} "
+                                   f"[B, {', '.join(map(str, data))}]; got shape", tf.shape(inputs[name])))
+            if "low_res" in inputs:
+                low = self.low_res_shape
+                out.append(_assert(_shape_is(inputs["low_res"], [None, *low]),
+                                   f"low_res must have shape [B, {', '.join(map(str, low))}]; got shape",
+                                   tf.shape(inputs["low_res"])))
             return out
 
         def shapes():
@@ -253,6 +294,9 @@ class SamplerModule(tf.Module):
             ok = batch >= low if high is None else tf.logical_and(batch >= low, batch <= high)
             limit = "at least 1" if high is None else f"from 1 to max_batch = {high}"
             out = [_assert(ok, f"{image} must have a batch of {limit} samples; got batch", batch)]
+            for name in alike + (["low_res"] if "low_res" in inputs else []):
+                out.append(_assert(tf.equal(tf.shape(inputs[name])[0], batch),
+                                   f"{name} must have the batch of {image}; got, B:", tf.shape(inputs[name])[0], batch))
             for name in ("labels", "t"):
                 if name in inputs:
                     out.append(_assert(_shape_is(inputs[name], [batch]),
@@ -266,6 +310,14 @@ class SamplerModule(tf.Module):
 
         def values():
             out = [_assert(_all_finite(x), f"{image} contains NaN or Inf")]
+            for name in alike + (["low_res"] if "low_res" in inputs else []):
+                out.append(_assert(_all_finite(inputs[name]), f"{name} contains NaN or Inf"))
+            if "mask" in inputs:
+                binary = tf.reduce_all(tf.logical_or(tf.equal(inputs["mask"], 0.0), tf.equal(inputs["mask"], 1.0)))
+                out.append(_assert(binary, "mask must hold only 0 (generate) and 1 (keep)"))
+            if "strength" in inputs:
+                st = inputs["strength"]
+                out.append(_assert(tf.logical_and(st > 0.0, st <= 1.0), "strength must be in (0, 1]; got", st))
             if "noise" in inputs:
                 out.append(_assert(_all_finite(inputs["noise"]), "noise contains NaN or Inf"))
             if "guidance_scale" in inputs:
@@ -288,12 +340,12 @@ class SamplerModule(tf.Module):
                 out += [tf.debugging.assert_greater_equal(inputs["t"], 0, message="t must be >= 0"),
                         tf.debugging.assert_less(inputs["t"], self.num_timesteps,
                                                  message=f"t must be < T = {self.num_timesteps}")]
-            if "noise" in inputs and "eta" in inputs:  # [S, B, ...]; an empty [0, B, ...] stands for zeros at η = 0
+            if "noise" in inputs and "eta" in inputs and "mask" not in inputs:  # an empty [0, B, ...]: zeros at η = 0
                 n, s = tf.shape(inputs["noise"])[0], inputs["num_steps"]
                 ok = tf.logical_or(tf.equal(n, s), tf.logical_and(tf.equal(n, 0), tf.equal(inputs["eta"], 0.0)))
                 out.append(_assert(ok, "noise must have num_steps entries [S, B, ...] (or 0 entries when eta = 0); "
                                        "entries, num_steps:", n, s))
-            elif "noise" in inputs:  # sample_ddpm: every step draws noise
+            elif "noise" in inputs:  # sample_ddpm and inpaint_with_noise: every step draws noise
                 n, s = tf.shape(inputs["noise"])[0], inputs["num_steps"]
                 out.append(_assert(tf.equal(n, s), "noise must have num_steps entries [S, B, ...]; entries, num_steps:",
                                    n, s))
@@ -309,7 +361,7 @@ class SamplerModule(tf.Module):
         def checked_shape(name):
             if name == "noise":  # [S, B, H, W, C]: two sizes given by the request
                 return tf.stack([-1, batch, *data])
-            return [-1 if d is None else d for d in layout.input_shape(name, data)]
+            return [-1 if d is None else d for d in layout.input_shape(name, data, self.low_res_shape)]
 
         with tf.control_dependencies(checks):
             out = {name: tf.reshape(value, checked_shape(name)) for name, value in inputs.items()}
@@ -354,17 +406,18 @@ class SamplerModule(tf.Module):
 
         extra = [i32("labels"), f32("guidance_scale")] if conditional else []
         cond_names = ("labels", "guidance_scale") if conditional else ()
+        if self.low_res_shape is not None:  # a super-resolution network: every signature takes the low-res image
+            extra, cond_names = extra + [f32("low_res")], cond_names + ("low_res",)
 
         def sample(x_T, num_steps, eta, seed, *cond):
             r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, eta=eta, seed=seed, **dict(zip(cond_names, cond))))
-            return {"x_0": self._sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), r["eta"], seed=r["seed"],
-                                                      cond=self._cond(r))}
+            return {"x_0": self.generate(r["x_T"], self._timesteps(r["num_steps"]), r["eta"], self._cond(r), seed=r["seed"])}
 
         def sample_with_noise(x_T, num_steps, eta, noise, *cond):
             r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, eta=eta, noise=noise, **dict(zip(cond_names, cond))))
             timesteps = self._timesteps(r["num_steps"])
-            return {"x_0": self._sampler.graph_sample(r["x_T"], timesteps, r["eta"], noise=self._noise(r["noise"], timesteps),
-                                                      cond=self._cond(r))}
+            return {"x_0": self.generate(r["x_T"], timesteps, r["eta"], self._cond(r),
+                                         noise=self._noise(r["noise"], timesteps))}
 
         def sample_dpmpp_2m(x_T, num_steps, *cond):
             r = self._checked("x_T", dict(x_T=x_T, num_steps=num_steps, **dict(zip(cond_names, cond))))
@@ -394,10 +447,43 @@ class SamplerModule(tf.Module):
             r = self._checked("x_0", dict(x_0=x_0, num_steps=num_steps, **dict(zip(cond_names, cond))))
             return {"x_T": self._sampler.graph_encode(r["x_0"], self._timesteps(r["num_steps"]), cond=self._cond(r))}
 
+        def edit(x_0, strength, num_steps, eta, seed, *cond):
+            r = self._checked("x_0", dict(x_0=x_0, strength=strength, num_steps=num_steps, eta=eta, seed=seed,
+                                          **dict(zip(cond_names, cond))))
+            return {"x_0": self._sampler.graph_edit(r["x_0"], self._timesteps(r["num_steps"]), r["strength"], r["eta"],
+                                                    seed=r["seed"], cond=self._cond(r))}
+
+        def edit_with_noise(x_0, strength, num_steps, eta, start_noise, noise, *cond):
+            r = self._checked("x_0", dict(x_0=x_0, strength=strength, num_steps=num_steps, eta=eta,
+                                          start_noise=start_noise, noise=noise, **dict(zip(cond_names, cond))))
+            timesteps = self._timesteps(r["num_steps"])
+            return {"x_0": self._sampler.graph_edit(r["x_0"], timesteps, r["strength"], r["eta"],
+                                                    noise=self._noise(r["noise"], timesteps),
+                                                    start_noise=r["start_noise"], cond=self._cond(r))}
+
+        def inpaint(x_0, mask, num_steps, eta, seed, *cond):
+            r = self._checked("x_0", dict(x_0=x_0, mask=mask, num_steps=num_steps, eta=eta, seed=seed,
+                                          **dict(zip(cond_names, cond))))
+            x_T = steps.stateless_step_normal(r["seed"], -1, r["x_0"])  # the seed's stream −1, as an edit's z
+            known = self._cond(r)._replace(mask=r["mask"], known=r["x_0"])
+            return {"x_0": self._sampler.graph_sample(x_T, self._timesteps(r["num_steps"]), r["eta"], seed=r["seed"],
+                                                      cond=known)}
+
+        def inpaint_with_noise(x_0, mask, num_steps, eta, x_T, noise, *cond):
+            r = self._checked("x_0", dict(x_0=x_0, mask=mask, num_steps=num_steps, eta=eta, x_T=x_T, noise=noise,
+                                          **dict(zip(cond_names, cond))))
+            known = self._cond(r)._replace(mask=r["mask"], known=r["x_0"])
+            return {"x_0": self._sampler.graph_sample(r["x_T"], self._timesteps(r["num_steps"]), r["eta"],
+                                                      noise=r["noise"], cond=known)}
+
         def predict_x0(x_t, t, *labels):
-            r = self._checked("x_t", dict(x_t=x_t, t=t, **({"labels": labels[0]} if network_conditional else {})))
+            inputs = dict(x_t=x_t, t=t, **({"labels": labels[0]} if network_conditional else {}))
+            if self.low_res_shape is not None:
+                inputs["low_res"] = labels[-1]
+            r = self._checked("x_t", inputs)
             x_t, t = r["x_t"], r["t"]
-            out = self._sampler.model_fn(x_t, t, r["labels"]) if network_conditional else self._sampler.model_fn(x_t, t)
+            args = ((r["labels"],) if network_conditional else ()) + self._cond(r).model_args(labels=False)
+            out = self._sampler.model_fn(x_t, t, *args)
             pred = out[..., : self.data_shape[-1]]
             ab = steps.select_timestep(self._alphas_cumprod, t, x_t)
             kind = self.options.prediction_type
@@ -415,15 +501,39 @@ class SamplerModule(tf.Module):
             "sample_ddpm": (sample_ddpm, [f32("x_T"), i32("num_steps"), i32("variance"), f32("noise"), *extra]),
             "sample_trajectory": (sample_trajectory, [f32("x_T"), i32("num_steps"), f32("eta"), f32("noise"), *extra]),
             "encode": (encode, [f32("x_0"), i32("num_steps"), *extra]),
-            "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else [])]),
+            "edit": (edit, [f32("x_0"), f32("strength"), i32("num_steps"), f32("eta"), i64("seed"), *extra]),
+            "edit_with_noise": (edit_with_noise, [f32("x_0"), f32("strength"), i32("num_steps"), f32("eta"),
+                                                  f32("start_noise"), f32("noise"), *extra]),
+            "inpaint": (inpaint, [f32("x_0"), f32("mask"), i32("num_steps"), f32("eta"), i64("seed"), *extra]),
+            "inpaint_with_noise": (inpaint_with_noise, [f32("x_0"), f32("mask"), i32("num_steps"), f32("eta"),
+                                                        f32("x_T"), f32("noise"), *extra]),
+            "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else []),
+                                        *([f32("low_res")] if self.low_res_shape is not None else [])]),
         }
         return {name: tf.function(fn, input_signature=sig).get_concrete_function() for name, (fn, sig) in specs.items()}
 
+    def generate(self, x_T, timesteps, eta, cond: Conditioning, seed=None, noise=None, step_offset=0):
+        """DDIM from ``x_T`` (``serving_default``, ``sample_with_noise``, a cascade's stages); a super-resolution
+        export with ``upsample_strength`` s < 1 starts from the bilinear upsampling of ``low_res`` noised to s,
+        with ``x_T`` as the noise (:class:`ExportOptions`)."""
+        s = self.options.upsample_strength
+        if self.low_res_shape is None or s >= 1.0:
+            return self._sampler.graph_sample(x_T, timesteps, eta, seed=seed, noise=noise, cond=cond,
+                                              step_offset=step_offset)
+        up = tf.image.resize(cond.low_res, self.data_shape[:2], method="bilinear")
+        return self._sampler.graph_edit(up, timesteps, tf.constant(s, x_T.dtype), eta, seed=seed, noise=noise,
+                                        start_noise=x_T, cond=cond, step_offset=step_offset)
+
     def _cond(self, checked: dict) -> Conditioning:
-        """The checked conditioning inputs (``labels``, ``guidance_scale``, when the export has classes) as one value."""
-        if self.num_classes is None:
-            return Conditioning()
-        return Conditioning(checked["labels"], checked["guidance_scale"])
+        """The checked conditioning inputs (``labels``, ``guidance_scale``, when the export has classes; ``low_res``
+        of a super-resolution export, at the manifest's ``low_res_t``) as one value."""
+        cond = Conditioning()
+        if self.num_classes is not None and "labels" in checked:
+            cond = Conditioning(checked["labels"], checked.get("guidance_scale", 1.0))
+        if self.low_res_shape is not None:
+            low = checked["low_res"]
+            cond = cond._replace(low_res=low, low_res_t=tf.fill([tf.shape(low)[0]], self.options.low_res_t))
+        return cond
 
 
 def _assert(condition, message: str, *data):
@@ -477,6 +587,9 @@ def export_manifest(module: SamplerModule) -> layout.ExportManifest:
         ode_spacings=ODE_SPACINGS if "sample_ode" in signatures else None,
         ddpm_variances=module.ddpm_variances if "sample_ddpm" in signatures else None,
         xla=module.options.xla,
+        low_res_shape=module.low_res_shape,
+        low_res_t=None if module.low_res_shape is None else module.options.low_res_t,
+        upsample_strength=None if module.low_res_shape is None else module.options.upsample_strength,
     )
 
 
@@ -543,6 +656,8 @@ def _check(path: str, module: SamplerModule):
     args = dict(x_T=x, num_steps=tf.constant(2), eta=tf.constant(0.5), seed=tf.constant(3, tf.int64))
     if module.num_classes is not None:
         args.update(labels=tf.zeros([2], tf.int32), guidance_scale=tf.constant(1.0))
+    if module.low_res_shape is not None:
+        args.update(low_res=tf.random.stateless_uniform([2, *module.low_res_shape], seed=[0, 2], minval=-1.0))
     want = module.serving_signatures["serving_default"](**args)["x_0"].numpy()
     got = loaded.signatures["serving_default"](**args)["x_0"].numpy()
     if not np.all(np.isfinite(want)):
@@ -607,7 +722,8 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
                       "(pip install 'tfddim[serving]')")
         if warmup:
             serving_warmup.write_warmup_requests(tmp, os.path.basename(os.path.normpath(base_dir)),
-                                                 module.data_shape, module.num_classes, module.network_classes is not None)
+                                                 module.data_shape, module.num_classes, module.network_classes is not None,
+                                                 module.low_res_shape)
         if onnx:
             source = tmp
             if options.xla:  # tf2onnx cannot convert a jit_compile function: convert an uncompiled twin

@@ -29,18 +29,22 @@ def available() -> bool:
     return True
 
 
-def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: Optional[bool] = None
-                  ) -> Dict[str, Dict[str, np.ndarray]]:
+def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: Optional[bool] = None,
+                  low_res_shape=None) -> Dict[str, Dict[str, np.ndarray]]:
     """The inputs of one small request per signature (batch 1, num_steps 2).
 
     ``network_conditional``: ``predict_x0`` takes labels (default: whenever there are classes;
-    False for an unconditional network exported with a guidance classifier).
+    False for an unconditional network exported with a guidance classifier). ``low_res_shape``: a
+    super-resolution export's [h, w, C] (every signature then takes ``low_res``).
     """
     if network_conditional is None:
         network_conditional = num_classes is not None
     x = np.zeros((1, *data_shape), np.float32)
     steps = np.int32(2)
     cond = {} if num_classes is None else {"labels": np.zeros([1], np.int32), "guidance_scale": np.float32(1.0)}
+    low = {} if low_res_shape is None else {"low_res": np.zeros((1, *low_res_shape), np.float32)}
+    cond.update(low)
+    noise = np.zeros((2, 1, *data_shape), np.float32)
     return {
         "serving_default": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
         "sample_with_noise": dict(x_T=x, num_steps=steps, eta=np.float32(1.0),
@@ -52,19 +56,26 @@ def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: O
         "sample_trajectory": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), noise=np.zeros((0, 1, *data_shape), np.float32),
                                   **cond),
         "encode": dict(x_0=x, num_steps=steps, **cond),
-        "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {})),
+        "edit": dict(x_0=x, strength=np.float32(0.5), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
+        "edit_with_noise": dict(x_0=x, strength=np.float32(0.5), num_steps=steps, eta=np.float32(1.0), start_noise=x,
+                                noise=noise, **cond),
+        "inpaint": dict(x_0=x, mask=np.ones_like(x), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
+        "inpaint_with_noise": dict(x_0=x, mask=np.ones_like(x), num_steps=steps, eta=np.float32(0.0), x_T=x,
+                                   noise=noise, **cond),
+        "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {}),
+                           **low),
     }
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int],
-                          network_conditional: Optional[bool] = None) -> str:
+                          network_conditional: Optional[bool] = None, low_res_shape=None) -> str:
     """Write the warmup requests file (:attr:`~tfddim.export.layout.ExportLayout.warmup_requests`); return its path."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = layout.ExportLayout(saved_model_dir).warmup_requests
     with tf.io.TFRecordWriter(path) as writer:
-        for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional).items():
+        for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional, low_res_shape).items():
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
             for key, value in inputs.items():

@@ -65,27 +65,30 @@ def _sampler(model_fn, schedule, config, cache: Optional[SamplerCache]) -> Sampl
 
 
 def sample(model_fn, x_T, schedule, timesteps, method="ddim", eta=0.0, noise=None, seed=None, *,
-           labels=None, guidance_scale=1.0, return_trajectory=False, cache: Optional[SamplerCache] = None, **options):
+           labels=None, guidance_scale=1.0, return_trajectory=False, cache: Optional[SamplerCache] = None,
+           low_res=None, low_res_t=None, **options):
     """Sample x₀ from ``x_T`` along ``timesteps`` with any solver (DDIM with any η or ``eta="sigma_hat"``, DDPM,
     DPM-Solver++(2M)).
 
     ``options`` are the :class:`SamplerConfig` fields: ``variance``,
     ``prediction_type``, ``learned_variance``, ``clip_x0``, ``dynamic_threshold``,
     ``threshold_max``, ``final_alpha_cumprod``, ``guidance``, ``class_conditional``,
-    ``jit_compile``. See :class:`Sampler` for the call arguments; ``cache`` reuses compiled loops.
+    ``jit_compile``. See :class:`Sampler` for the call arguments (``low_res``, ``low_res_t``: a
+    super-resolution network's conditioning); ``cache`` reuses compiled loops.
     """
     config, eta = config_for(method, eta, **options)
     return _sampler(model_fn, schedule, config, cache).sample(
         x_T, timesteps, eta=eta, noise=noise, seed=seed, labels=labels,
-        guidance_scale=guidance_scale, return_trajectory=return_trajectory,
+        guidance_scale=guidance_scale, return_trajectory=return_trajectory, low_res=low_res, low_res_t=low_res_t,
     )
 
 
 def encode(model_fn, x0, schedule, timesteps, *, labels=None, guidance_scale=1.0,
-           cache: Optional[SamplerCache] = None, **options):
+           cache: Optional[SamplerCache] = None, low_res=None, low_res_t=None, **options):
     """DDIM inversion x₀ → x_T (see :meth:`Sampler.encode`)."""
     config, _ = config_for("ddim", 0.0, **options)
-    return _sampler(model_fn, schedule, config, cache).encode(x0, timesteps, labels=labels, guidance_scale=guidance_scale)
+    return _sampler(model_fn, schedule, config, cache).encode(x0, timesteps, labels=labels, guidance_scale=guidance_scale,
+                                                              low_res=low_res, low_res_t=low_res_t)
 
 
 def decode(model_fn, x_T, schedule, timesteps, *, labels=None, guidance_scale=1.0,

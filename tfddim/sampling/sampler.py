@@ -300,7 +300,8 @@ class Sampler:
     def _conditioning(self, labels, scale, base: Conditioning = Conditioning()) -> Conditioning:
         return base._replace(labels=labels if self.config.needs_labels else None, guidance_scale=scale)
 
-    def _edit_loop(self, x0, timesteps, strength, eta, cond: Conditioning, noise, seed, start_noise, solver=None):
+    def _edit_loop(self, x0, timesteps, strength, eta, cond: Conditioning, noise, seed, start_noise, solver=None,
+                   step_offset=0):
         """SDEdit: x₀ noised to the first level of the kept list (:mod:`tfddim.diffusion.editing`), then the loop.
 
         ``start_noise`` (z of the noising; else the seed's stream −1) and ``noise[S−K:]`` for the K kept steps.
@@ -313,11 +314,11 @@ class Sampler:
         num_kept, num_steps = tf.size(kept), tf.size(timesteps)
         first = tf.fill([tf.shape(x0)[0]], tf.concat([kept, [0]], 0)[0])
         ab = tf.where(num_kept > 0, select_timestep(self._alphas_cumprod, first, x0), tf.ones([], x0.dtype))
-        z = start_noise if start_noise is not None else steps.stateless_step_normal(seed, -1, x0)
+        z = start_noise if start_noise is not None else steps.stateless_step_normal(seed, step_offset - 1, x0)
         x = steps.q_sample(x0, z, ab)
         noise = None if noise is None else noise[num_steps - num_kept:]
-        return self._sample_loop(x, kept, eta, cond, noise, seed, False, solver, step_offset=num_steps - num_kept,
-                                 allow_empty=True)
+        return self._sample_loop(x, kept, eta, cond, noise, seed, False, solver,
+                                 step_offset=step_offset + num_steps - num_kept, allow_empty=True)
 
     # the conditioning inputs a compiled function may take, beside x, timesteps, η, scale, labels and noise/seed
     @staticmethod
@@ -364,7 +365,7 @@ class Sampler:
         return compiled
 
     def graph_sample(self, x_T, timesteps, eta=0.0, seed=None, noise=None, cond: Conditioning = Conditioning(),
-                     solver: solvers.Solver | None = None, trajectory: bool = False):
+                     solver: solvers.Solver | None = None, trajectory: bool = False, step_offset: int = 0):
         """The sampling loop as graph ops, for use inside another ``tf.function`` (exported signatures).
 
         No Python-side validation: only the in-graph assertions run. Give
@@ -373,17 +374,18 @@ class Sampler:
         for this call (``sample_ode``'s :class:`~tfddim.sampling.solvers.select.Selected`). With
         ``trajectory`` it returns ``(x_0, x_steps, x0_steps)``: x after each step and x̂₀ at each step,
         ``[S, B, ...]`` each (memory O(S·B)). With ``cond.mask`` it inpaints (see :meth:`inpaint`; noise
-        or seed is then always needed).
+        or seed is then always needed). ``step_offset``: the seed's stream index of step 0 (a cascade's second
+        stage draws from streams that its first stage does not use).
         """
         x = tf.convert_to_tensor(x_T)
         seed = None if seed is None else tf.cast(seed, tf.int64)
         noise = None if noise is None else tf.cast(noise, x.dtype)
         cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype), cond)
         return self._sample_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(eta, x.dtype), cond, noise, seed,
-                                 bool(trajectory), solver)
+                                 bool(trajectory), solver, step_offset=step_offset)
 
     def graph_edit(self, x0, timesteps, strength, eta=0.0, seed=None, noise=None, start_noise=None,
-                   cond: Conditioning = Conditioning(), solver: solvers.Solver | None = None):
+                   cond: Conditioning = Conditioning(), solver: solvers.Solver | None = None, step_offset: int = 0):
         """SDEdit as graph ops (see :meth:`edit`): ``noise`` ``[S, B, ...]`` for the whole list (the kept steps
         use its last K entries), ``start_noise`` ``[B, ...]``; or ``seed`` for both."""
         x = tf.convert_to_tensor(x0)
@@ -392,7 +394,7 @@ class Sampler:
         start_noise = None if start_noise is None else tf.cast(start_noise, x.dtype)
         cond = self._conditioning(cond.labels, steps.as_dtype(cond.guidance_scale, x.dtype), cond)
         return self._edit_loop(x, tf.cast(timesteps, tf.int32), steps.as_dtype(strength, x.dtype),
-                               steps.as_dtype(eta, x.dtype), cond, noise, seed, start_noise, solver)
+                               steps.as_dtype(eta, x.dtype), cond, noise, seed, start_noise, solver, step_offset)
 
     def graph_encode(self, x0, timesteps, cond: Conditioning = Conditioning()):
         """DDIM inversion as graph ops (see :meth:`encode`), for exported signatures."""
