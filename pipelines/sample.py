@@ -14,6 +14,8 @@ unipc) use no noise and run the export's ``sample_ode`` with ``--spacing``; ``--
 (the default) picks the recommended solver and spacing for ``--steps``
 (:func:`tfddim.sampling.recommended`, chosen by ``make bench``'s solver-error table).
 
+A super-resolution export takes ``--low-res LOW.png`` (its h x w low-res image), the same for every sample.
+
 The output folder is created and checked writable before the model is opened,
 so a bad ``--out`` costs nothing; a damaged export (a truncated
 ``saved_model.pb``, variables file or ``.onnx``) is a ``ValueError`` naming the
@@ -65,6 +67,8 @@ class SampleConfig:
         spacing: ``auto`` (the recommended spacing for the solver; the export's own spacing for
             stochastic DDIM, which runs ``sample_with_noise``) or a spacing the export computes in its
             graph (``export.json: ode_spacings``).
+        low_res: a super-resolution export's low-res PNG (its h x w; :func:`tfddim.pipelines.edit.load_low_res`),
+            used for every sample; required for such an export, refused for another.
     """
 
     model: Optional[str] = None
@@ -81,6 +85,7 @@ class SampleConfig:
     method: str = "auto"
     spacing: str = "auto"
     variance: str = "fixed_small"
+    low_res: Optional[str] = None
 
     def __post_init__(self):
         if self.labels is not None:
@@ -136,14 +141,16 @@ def run(cfg: SampleConfig) -> dict:
     import tensorflow as tf
 
     from tfddim.pipelines.callbacks import image_grid
+    from tfddim.pipelines.edit import load_low_res
     from tfddim.runtime import open_sampler
 
     n, out = cfg.n, cfg.out
     _check_writable(out)  # before sampling, which may take long
     sampler = _open(cfg.model_dir, cfg.backend, open_sampler)
+    low = load_low_res(cfg.low_res, sampler, cfg.model_dir)
     x_T = sampler.starting_noise(n, cfg.seed)
     y = None if cfg.labels is None else np.resize(np.asarray(cfg.labels, np.int32), n)  # cycle the given labels over n
-    chunks = _draw(cfg, sampler, x_T, y)
+    chunks = _draw(cfg, sampler, x_T, y, low)
     x0 = np.concatenate(chunks)
     files = []
     if len(sampler.data_shape) == 3:
@@ -255,8 +262,9 @@ def _sample_noise(seed: int, indices, steps: int, shape) -> np.ndarray:
                      for i in indices], axis=1)
 
 
-def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
-    """The samples of ``x_T`` in batches of ``cfg.batch_size`` (a progress bar when there is more than one).
+def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y, low=None) -> list:
+    """The samples of ``x_T`` in batches of ``cfg.batch_size`` (a progress bar when there is more than one);
+    ``low``: a super-resolution export's low-res image ``[h, w, C]``, the same for every sample.
 
     Sample i depends only on ``(cfg.seed, i)`` (see the module docstring): eta > 0 goes through
     ``sample_with_noise``, every deterministic request through ``sample_ode`` (or, for an export written
@@ -286,7 +294,8 @@ def _draw(cfg: SampleConfig, sampler, x_T: np.ndarray, y) -> list:
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         x, chunk_labels = x_T[start:stop], None if y is None else y[start:stop]
-        cond = dict(labels=chunk_labels, guidance_scale=cfg.guidance_scale)
+        cond = dict(labels=chunk_labels, guidance_scale=cfg.guidance_scale,
+                    low_res=None if low is None else np.repeat(low[None], stop - start, axis=0))
         if cfg.method == "ddpm":
             noise = _sample_noise(cfg.seed, range(start, stop), cfg.steps, shape)
             chunks.append(sampler.sample_ddpm(x, cfg.steps, cfg.variance, noise, **cond))

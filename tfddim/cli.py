@@ -130,12 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--onnx", action="store_true",
                         help="also write ONNX graphs (sample_with_noise, sample_ode, sample_ddpm, sample_trajectory, "
-                             "encode) to VERSION/onnx/, checked in ONNX Runtime")
+                             "encode, edit_with_noise, inpaint_with_noise) to VERSION/onnx/, checked in ONNX Runtime")
     export.add_argument("--xla", action="store_true",
                         help="compile the network with XLA inside the SavedModel (TF Serving on CPU: "
                              "--xla_cpu_compilation_enabled=true); outputs equal the uncompiled export's to float rounding")
     export.add_argument("--classifier-run", default=None, metavar="DIR",
                         help="bundle this noise-aware classifier run: sampling uses classifier guidance (labels, guidance_scale)")
+    export.add_argument("--cascade-base", default=None, metavar="DIR",
+                        help="export a two-stage cascade: this run is the base stage and RUN_DIR (a super-resolution "
+                             "run) the upsampler, in one graph (serving_default: x_T, x_T_upsample, num_steps, "
+                             "num_steps_upsample, eta, seed -> x_0, x_0_low)")
+    export.add_argument("--upsample-strength", type=float, default=None, metavar="S",
+                        help="a super-resolution run: sample from the bilinear upsampling of low_res noised to SDEdit "
+                             "strength S in (0, 1] instead of from pure noise (default 1)")
     export.set_defaults(func=_run_export)
 
     sample = sub.add_parser(
@@ -169,7 +176,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output PNG, its folder created; checked writable before sampling (default: runs/samples/samples.png)")
     sample.add_argument("--npz", action="store_true", help="also write the samples as .npz")
     sample.add_argument("--batch-size", type=_positive_int, default=256, help="samples per graph call")
+    sample.add_argument("--low-res", default=None, metavar="LOW.png",
+                        help="a super-resolution model's low-res image (its h x w), used for every sample")
     sample.set_defaults(func=_run_sample)
+
+    for kind, summary, description in (
+        ("edit", "SDEdit one PNG with an exported model: noise it to --strength and sample it back",
+         "Noise IN.png to the level --strength in (0, 1] picks (1 = pure noise) and sample it back with DDIM "
+         "(SDEdit). Writes one PNG row: the input, then --n results (seeds --seed, --seed+1, ...)."),
+        ("inpaint", "inpaint one PNG with an exported model: keep the mask's white pixels, generate the black ones",
+         "Sample the pixels of IN.png where MASK.png is black (0) and keep those where it is white (255). Writes "
+         "one PNG row: the input, then --n results (seeds --seed, --seed+1, ...)."),
+    ):
+        editing = sub.add_parser(kind, help=summary, description=description)
+        editing.add_argument("--model", required=True, help="an exported version folder, e.g. saved_models/digits/1")
+        editing.add_argument("--input", required=True, metavar="IN.png",
+                             help="one image of the model's H x W (grey for 1 channel, RGB for 3)")
+        if kind == "edit":
+            editing.add_argument("--strength", type=float, required=True,
+                                 help="how far to noise the input, in (0, 1] (1 = start from pure noise)")
+        else:
+            editing.add_argument("--mask", required=True, metavar="MASK.png",
+                                 help="same size as --input: white (255) = keep, black (0) = generate")
+        editing.add_argument("--steps", type=_positive_int, required=True,
+                             help="DDIM steps S of the whole schedule (an edit runs those below --strength)")
+        editing.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (1 = DDPM)")
+        editing.add_argument("--seed", type=_seed, default=0, help="result i uses seed + i")
+        editing.add_argument("--n", type=_positive_int, default=1, help="number of results (default 1)")
+        editing.add_argument("--backend", choices=("tf", "onnx"), default="tf",
+                             help="tf: the SavedModel (noise drawn in the graph); onnx: its ONNX graphs (noise drawn "
+                                  "with numpy: other results than tf for the same seed)")
+        editing.add_argument("--low-res", default=None, metavar="LOW.png",
+                             help="a super-resolution model's low-res image (its h x w)")
+        editing.add_argument("--label", type=int, default=None, help="the class of a class-conditional model")
+        editing.add_argument("--guidance-scale", type=float, default=1.0, help="classifier(-free) guidance scale")
+        editing.add_argument("--out", required=True, metavar="OUT.png",
+                             help="output PNG, its folder created; checked writable before the model runs")
+        editing.set_defaults(func=_run_edit)
 
     pipeline = sub.add_parser(
         "pipeline",
@@ -240,7 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a config value (with --config)")
     classifier.add_argument("--runs-dir", default="runs", help="parent folder of run folders (with --config)")
     classifier.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
-    classifier.add_argument("--out", default="saved_models/digits_classifier", help="output folder (evaluation classifier)")
+    classifier.add_argument("--out", default=None,
+                            help="output folder (evaluation classifier; default saved_models/digits_classifier, with "
+                                 "--source mnist saved_models/mnist_classifier or saved_models/mnist<S>_classifier)")
+    classifier.add_argument("--source", choices=("digits", "mnist"), default="digits",
+                            help="evaluation classifier data: the 8x8 digits, or the MNIST train split (4,000 digits; "
+                                 "tested on the 1,000 held out)")
+    classifier.add_argument("--image-size", type=_positive_int, default=None,
+                            help="with --source mnist: the image side, a divisor of 28 that is >= 4 (default 28; "
+                                 "14 scores the cascade's base stage)")
     classifier.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the pipeline's)")
     classifier.add_argument("--batch-size", type=_positive_int, default=64)
     classifier.add_argument("--seed", type=_seed, default=0)
@@ -300,8 +351,9 @@ def _run_train_classifier(args) -> int:
         _writable_dir(args.runs_dir, "--runs-dir")
         train_classifier.run_noisy(args.config, args.overrides, runs_dir=args.runs_dir, overwrite=args.overwrite)
         return 0
-    train_classifier.run(train_classifier.ClassifierConfig(out_dir=args.out, batch_size=args.batch_size, seed=args.seed,
-                                                           **_given(epochs=args.epochs)))
+    train_classifier.run(train_classifier.ClassifierConfig(batch_size=args.batch_size, seed=args.seed, source=args.source,
+                                                           **_given(out_dir=args.out, epochs=args.epochs,
+                                                                    image_size=args.image_size)))
     return 0
 
 
@@ -329,7 +381,8 @@ def _run_export(args) -> int:
 
     export.run(export.ExportConfig(run_dir=args.run_dir, name=args.name, version=args.version, base_dir=args.base_dir,
                                    overwrite=args.overwrite, onnx=args.onnx, classifier_run=args.classifier_run,
-                                   xla=args.xla))
+                                   xla=args.xla, cascade_base_run=args.cascade_base,
+                                   upsample_strength=args.upsample_strength))
     return 0
 
 
@@ -339,7 +392,17 @@ def _run_sample(args) -> int:
     sample.run(sample.SampleConfig(model=args.model, n=args.n, steps=args.steps, eta=args.eta, seed=args.seed,
                                    labels=args.labels, guidance_scale=args.guidance_scale, out=args.out, npz=args.npz,
                                    batch_size=args.batch_size, backend=args.backend, method=args.method,
-                                   spacing=args.spacing, variance=args.variance))
+                                   spacing=args.spacing, variance=args.variance, low_res=args.low_res))
+    return 0
+
+
+def _run_edit(args) -> int:
+    from tfddim.pipelines import edit
+
+    edit.run(edit.EditConfig(kind=args.command, model=args.model, input=args.input, out=args.out, steps=args.steps,
+                             strength=getattr(args, "strength", None), mask=getattr(args, "mask", None), eta=args.eta,
+                             seed=args.seed, n=args.n, backend=args.backend, low_res=args.low_res, label=args.label,
+                             guidance_scale=args.guidance_scale))
     return 0
 
 
@@ -360,7 +423,7 @@ def _quiet_logs(command: str) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if command in ("export", "sample", "pipeline"):  # the commands that may run ONNX Runtime
+    if command in ("export", "sample", "edit", "inpaint", "pipeline"):  # the commands that may run ONNX Runtime
         try:
             import onnxruntime
 

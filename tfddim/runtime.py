@@ -1,7 +1,8 @@
 """Numpy-in, numpy-out samplers over an exported model (no tfddim model code needed at run time).
 
 Two backends with one interface (``sample``, ``sample_with_noise``,
-``sample_dpmpp_2m``, ``sample_ode``, ``sample_ddpm``, ``sample_trajectory``, ``encode``, ``starting_noise``):
+``sample_dpmpp_2m``, ``sample_ode``, ``sample_ddpm``, ``sample_trajectory``, ``encode``, ``edit`` (SDEdit),
+``inpaint``, ``starting_noise``):
 
 - :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
 - :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
@@ -9,13 +10,26 @@ Two backends with one interface (``sample``, ``sample_with_noise``,
 Both check requests in Python first, as the SavedModel's graph does (a ``ValueError``
 naming the argument): shapes ``[B, H, W, C]`` with 1 <= B <= ``max_batch`` (from the
 manifest; None for exports written before it existed), NaN/Inf in ``x_T``/``x_0``,
-``noise`` (even at η = 0) and ``guidance_scale``, integer ``labels`` of shape [B]
+``noise`` (even at η = 0), ``low_res`` and ``guidance_scale``, integer ``labels`` of shape [B]
 (floats are refused, not truncated), scalar ``num_steps``/``eta``/``seed``. The
 ONNX graphs carry no assertions, so for them this is the only check. Given the same ``x_T`` and ``noise``,
 ``sample_with_noise`` agrees between the backends to float32 rounding.
 ``sample`` with η > 0 draws its noise differently: the SavedModel in the graph
 (stateless Philox from ``seed``), the ONNX sampler with numpy from ``seed``
 (ONNX has no matching random op). For η = 0 both are deterministic and agree.
+
+``edit`` (SDEdit: x₀ noised to the level ``strength`` in (0, 1] picks, then sampled back) and ``inpaint``
+(``mask`` 1 = keep x₀'s pixel, 0 = generate it; the kept pixels are returned exactly) draw their starting
+noise and step noise the same way: without explicit noise the SavedModel calls its ``edit``/``inpaint``
+signatures (noise in the graph from ``seed``), the ONNX sampler its ``edit_with_noise``/``inpaint_with_noise``
+graphs with numpy noise from ``seed`` (sample i's step noise from ``default_rng([seed, i])``, its start noise
+z / x_T from ``default_rng([seed, i, 1])``, so batching does not change it). So, as for ``sample`` with
+η > 0, the two backends' seeded results differ (here at every η: the start noise is seeded too); given the noise (``start_noise``/``x_T`` and ``noise``; a
+part not given is drawn with numpy as the ONNX sampler does) both call ``*_with_noise`` and agree to float32
+rounding. ``inpaint`` always draws step noise, even at η = 0 (the known pixels are re-noised with it).
+
+A super-resolution export (``manifest.low_res_shape`` = [h, w, C]) takes ``low_res`` [B, h, w, C] in every
+method (required there, refused elsewhere).
 
 ``open_sampler(path, backend)`` picks one: ``backend`` is ``"tf"`` or ``"onnx"``.
 Both read what the export bakes in through :mod:`tfddim.export.layout` (``manifest``:
@@ -30,6 +44,7 @@ import os
 import numpy as np
 
 from tfddim.export import layout
+from tfddim.export.onnx import onnx_output_name  # numpy only at import (tf2onnx/onnx are imported in its functions)
 
 __all__ = ["SavedModelSampler", "OnnxSampler", "open_sampler", "onnx_session_options", "BACKENDS"]
 
@@ -109,7 +124,35 @@ class _CheckedSampler(abc.ABC):
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a number, got {value!r}") from None
 
-    def _cond(self, labels, guidance_scale, batch) -> dict:
+    def _low_res(self, low_res, batch) -> dict:
+        """``{"low_res": [B, h, w, C]}`` of a super-resolution export (``manifest.low_res_shape``), else ``{}``."""
+        shape = self.manifest.low_res_shape
+        if shape is None:
+            if low_res is not None:
+                raise ValueError("low_res was given, but this export is not a super-resolution model "
+                                 "(export.json: low_res_shape is null)")
+            return {}
+        dims = ", ".join(map(str, shape))
+        if low_res is None:
+            raise ValueError(f"this export is a super-resolution model: give low_res, the low-resolution images "
+                             f"of shape [B, {dims}]")
+        try:
+            low = np.asarray(low_res, np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"low_res must be a float array of shape [B, {dims}], got {low_res!r:.80}") from None
+        if low.shape != (batch, *shape):
+            raise ValueError(f"low_res must have shape [B, {dims}] = {[batch, *shape]} (B of the image), "
+                             f"got {list(low.shape)}")
+        if not np.all(np.isfinite(low)):
+            raise ValueError("low_res contains NaN or Inf")
+        return {"low_res": low}
+
+    def _cond(self, labels, guidance_scale, batch, low_res=None) -> dict:
+        """The conditioning inputs: ``labels``/``guidance_scale`` of a conditional export, ``low_res`` of a
+        super-resolution one."""
+        return {**self._labels(labels, guidance_scale, batch), **self._low_res(low_res, batch)}
+
+    def _labels(self, labels, guidance_scale, batch) -> dict:
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError("labels were given, but this model is unconditional")
@@ -145,6 +188,49 @@ class _CheckedSampler(abc.ABC):
             raise ValueError("noise contains NaN or Inf")
         return noise
 
+    def _noise_all_steps(self, noise, num_steps, x):
+        """A checked ``noise`` of exactly ``num_steps`` entries ``[S, B, ...]`` (every step draws noise)."""
+        z = np.asarray(noise, np.float32)
+        if z.shape != (int(num_steps), *x.shape):
+            raise ValueError(f"noise must have shape {[int(num_steps), *x.shape]}, got {list(z.shape)}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("noise contains NaN or Inf")
+        return z
+
+    @staticmethod
+    def _like(value, name, x, image="x_0"):
+        """A checked array of the shape of the (checked) image ``x``: ``start_noise``, ``x_T``, ``mask``."""
+        try:
+            arr = np.asarray(value, np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a float array of the shape of {image} {list(x.shape)}, "
+                             f"got {value!r:.80}") from None
+        if arr.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of {image} {list(x.shape)}, got {list(arr.shape)}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or Inf")
+        return arr
+
+    def _mask(self, mask, x):
+        m = self._like(mask, "mask", x)
+        if not np.all((m == 0.0) | (m == 1.0)):
+            bad = m[(m != 0.0) & (m != 1.0)]
+            raise ValueError(f"mask must hold only 0 (generate) and 1 (keep), got {bad.size} other values "
+                             f"(e.g. {float(bad.flat[0])})")
+        return m
+
+    @staticmethod
+    def _strength(strength):
+        """SDEdit's strength as a float32 in (0, 1] (:func:`tfddim.diffusion.editing.check_strength`'s rule)."""
+        if isinstance(strength, np.ndarray) and strength.ndim == 0:
+            strength = strength[()]
+        if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)):
+            raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+        value = np.float32(strength)
+        if not 0.0 < value <= 1.0:  # NaN fails too
+            raise ValueError(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}")
+        return value
+
     def has_signature(self, name: str) -> bool:
         """Whether the export holds the signature (or ONNX graph) ``name``; older exports lack newer ones."""
         return self._has(name)
@@ -159,38 +245,38 @@ class _CheckedSampler(abc.ABC):
 
     # ------------------------------------------------------------------ API
     @abc.abstractmethod
-    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0,
+               low_res=None) -> np.ndarray:
         """x₀ from x_T; the per-step noise for η > 0 comes from ``seed`` (see the module docstring)."""
 
-    def sample_with_noise(self, x_T, num_steps: int, eta: float, noise, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def sample_with_noise(self, x_T, num_steps: int, eta: float, noise, labels=None, guidance_scale: float = 1.0,
+                          low_res=None) -> np.ndarray:
         """x₀ from x_T with explicit per-step noise ``[S, B, ...]`` (an empty ``[0, B, ...]`` for η = 0)."""
         x = self._x(x_T, "x_T")
         s, eta = self._steps(num_steps), self._eta(eta)
         inputs = dict(x_T=x, num_steps=s, eta=eta, noise=self._noise(noise, s, eta, x))
-        return self._call("sample_with_noise", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        return self._call("sample_with_noise", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_0"]
 
-    def sample_dpmpp_2m(self, x_T, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def sample_dpmpp_2m(self, x_T, num_steps: int, labels=None, guidance_scale: float = 1.0,
+                        low_res=None) -> np.ndarray:
         """x₀ from x_T with DPM-Solver++(2M) on the export's spacing (deterministic; ``sample_dpmpp_2m``, or
         ``sample_ode`` where that signature has no graph of its own: the ONNX folder)."""
-        if not self._has("sample_dpmpp_2m"):
-            if self._has("sample_ode"):  # the ONNX graphs run DPM-Solver++(2M) through sample_ode
-                return self.sample_ode(x_T, num_steps, "dpmpp_2m", self.manifest.spacing.value, labels, guidance_scale)
-            raise ValueError(f"{self.path} has no sample_dpmpp_2m signature (exported before it existed): "
-                             "re-export the model with `tfddim export`")
+        if not self._has("sample_dpmpp_2m") and self._has("sample_ode"):  # the ONNX graphs run it through sample_ode
+            return self.sample_ode(x_T, num_steps, "dpmpp_2m", self.manifest.spacing.value, labels, guidance_scale,
+                                   low_res)
+        self._missing("sample_dpmpp_2m")
         x = self._x(x_T, "x_T")
         inputs = dict(x_T=x, num_steps=self._steps(num_steps))
-        return self._call("sample_dpmpp_2m", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        return self._call("sample_dpmpp_2m", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_0"]
 
     def sample_ode(self, x_T, num_steps: int, method: str, spacing: str, labels=None,
-                   guidance_scale: float = 1.0) -> np.ndarray:
+                   guidance_scale: float = 1.0, low_res=None) -> np.ndarray:
         """x₀ from x_T with a deterministic solver and spacing picked by name (``sample_ode``).
 
         ``method`` is one of the export's ``ode_methods`` (``ddim`` at η = 0, ``dpmpp_2m``, ``dpmpp_3m``,
         ``unipc``) and ``spacing`` one of its ``ode_spacings``; the graph takes their indices.
         """
-        if not self._has("sample_ode"):
-            raise ValueError(f"{self.path} has no sample_ode signature (exported before it existed): "
-                             "re-export the model with `tfddim export`")
+        self._missing("sample_ode")
         picks = {}
         for name, value, choices in (("method", method, self.manifest.ode_methods),
                                      ("spacing", spacing, self.manifest.ode_spacings)):
@@ -199,7 +285,7 @@ class _CheckedSampler(abc.ABC):
             picks[name] = np.int32(choices.index(value))
         x = self._x(x_T, "x_T")
         inputs = dict(x_T=x, num_steps=self._steps(num_steps), **picks)
-        return self._call("sample_ode", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        return self._call("sample_ode", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_0"]
 
     def _missing(self, name: str):
         if not self._has(name):
@@ -215,8 +301,15 @@ class _CheckedSampler(abc.ABC):
         return np.stack([np.random.default_rng([seed, i]).standard_normal((int(num_steps), *x.shape[1:]))
                          for i in range(len(x))], axis=1).astype(np.float32)
 
+    def _seeded_start(self, seed, x):
+        """``[B, ...]`` starting noise (an edit's z, an inpainting's x_T) drawn with numpy from ``seed``: sample i
+        from ``default_rng([seed, i, 1])``, a stream apart from its step noise's ``[seed, i]``."""
+        seed = int(self._seed(seed))
+        return np.stack([np.random.default_rng([seed, i, 1]).standard_normal(x.shape[1:])
+                         for i in range(len(x))]).astype(np.float32)
+
     def sample_ddpm(self, x_T, num_steps: int, variance: str = "fixed_small", noise=None, seed: int = 0,
-                    labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+                    labels=None, guidance_scale: float = 1.0, low_res=None) -> np.ndarray:
         """x₀ from x_T with improved DDPM's strided ancestral sampler (``sample_ddpm``).
 
         ``variance`` is one of the export's ``ddpm_variances`` (``fixed_small`` β̃, ``fixed_large`` β,
@@ -229,16 +322,12 @@ class _CheckedSampler(abc.ABC):
             raise ValueError(f"variance must be one of {list(choices)} for this export, got {variance!r}")
         x = self._x(x_T, "x_T")
         s = self._steps(num_steps)
-        z = np.asarray(self._seeded_noise(noise, seed, s, x), np.float32)
-        if z.shape != (int(s), *x.shape):
-            raise ValueError(f"noise must have shape {[int(s), *x.shape]}, got {list(z.shape)}")
-        if not np.all(np.isfinite(z)):
-            raise ValueError("noise contains NaN or Inf")
+        z = self._noise_all_steps(self._seeded_noise(noise, seed, s, x), s, x)
         inputs = dict(x_T=x, num_steps=s, variance=np.int32(choices.index(variance)), noise=z)
-        return self._call("sample_ddpm", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        return self._call("sample_ddpm", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_0"]
 
     def sample_trajectory(self, x_T, num_steps: int, eta: float = 0.0, noise=None, seed: int = 0, labels=None,
-                          guidance_scale: float = 1.0):
+                          guidance_scale: float = 1.0, low_res=None):
         """``(x_0, x_steps, x0_steps)``: DDIM with η as ``sample_with_noise``, plus x after each step and the
         jumping prediction x̂₀ at each step (``[S, B, ...]`` each; ``sample_trajectory``). Without ``noise``,
         η > 0 draws it with numpy from ``seed``."""
@@ -248,14 +337,67 @@ class _CheckedSampler(abc.ABC):
         if noise is None:
             noise = self._seeded_noise(None, seed, s, x) if eta > 0 else np.zeros((0, *x.shape), np.float32)
         inputs = dict(x_T=x, num_steps=s, eta=eta, noise=self._noise(noise, s, eta, x))
-        out = self._call("sample_trajectory", **inputs, **self._cond(labels, guidance_scale, len(x)))
+        out = self._call("sample_trajectory", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))
         return out["x_0"], out["x_steps"], out["x0_steps"]
 
-    def encode(self, x_0, num_steps: int, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def encode(self, x_0, num_steps: int, labels=None, guidance_scale: float = 1.0, low_res=None) -> np.ndarray:
         """Deterministic DDIM inversion x₀ → x_T (``encode``)."""
         x = self._x(x_0, "x_0")
         inputs = dict(x_0=x, num_steps=self._steps(num_steps))
-        return self._call("encode", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_T"]
+        return self._call("encode", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_T"]
+
+    # Whether the backend draws noise from a seed inside its graphs (the SavedModel's stateless RNG); the ONNX
+    # graphs have no random op, so their noise is always an input.
+    _seeds_in_graph = False
+
+    def edit(self, x_0, strength: float, num_steps: int, eta: float = 0.0, seed: int = 0, noise=None,
+             start_noise=None, labels=None, guidance_scale: float = 1.0, low_res=None) -> np.ndarray:
+        """SDEdit (Meng et al. 2022): ``x_0`` noised to the level ``strength`` picks, then sampled back with DDIM.
+
+        ``strength`` in (0, 1]: the steps kept of the ``num_steps`` list are those at τ ≤ strength·(T−1)
+        (1 = start from pure noise; a strength below the list's last level returns x_0). ``start_noise``
+        ``[B, H, W, C]`` is the z of the noising, ``noise`` ``[S, B, H, W, C]`` the step noise for the whole list
+        of ``num_steps`` (the kept K steps use its last K entries; an empty ``[0, B, ...]`` for η = 0). Without
+        either, the SavedModel draws both in the graph from ``seed`` (``edit``); otherwise, and always for
+        ONNX, ``edit_with_noise`` runs, a part not given drawn with numpy from ``seed`` (see the module docstring).
+        """
+        seeded = self._seeds_in_graph and noise is None and start_noise is None
+        self._missing("edit" if seeded else "edit_with_noise")
+        x = self._x(x_0, "x_0")
+        st, s, eta = self._strength(strength), self._steps(num_steps), self._eta(eta)
+        seed = self._seed(seed)
+        cond = self._cond(labels, guidance_scale, len(x), low_res)
+        if seeded:
+            return self._call("edit", x_0=x, strength=st, num_steps=s, eta=eta, seed=seed, **cond)["x_0"]
+        z = self._seeded_start(seed, x) if start_noise is None else self._like(start_noise, "start_noise", x)
+        if noise is None:
+            noise = self._seeded_noise(None, seed, s, x) if eta > 0 else np.zeros((0, *x.shape), np.float32)
+        inputs = dict(x_0=x, strength=st, num_steps=s, eta=eta, start_noise=z, noise=self._noise(noise, s, eta, x))
+        return self._call("edit_with_noise", **inputs, **cond)["x_0"]
+
+    def inpaint(self, x_0, mask, num_steps: int, eta: float = 0.0, seed: int = 0, x_T=None, noise=None,
+                labels=None, guidance_scale: float = 1.0, low_res=None) -> np.ndarray:
+        """Inpainting: sample the pixels where ``mask`` is 0, keep ``x_0``'s where it is 1 (exactly, in the output).
+
+        ``mask`` has the shape of ``x_0`` and holds only 0 and 1. ``x_T`` ``[B, H, W, C]`` is the starting noise,
+        ``noise`` ``[S, B, H, W, C]`` the step noise, always ``num_steps`` entries (the known pixels are re-noised
+        with it, even at η = 0). Without either, the SavedModel draws both in the graph from ``seed``
+        (``inpaint``); otherwise, and always for ONNX, ``inpaint_with_noise`` runs, a part not given drawn with
+        numpy from ``seed`` (see the module docstring).
+        """
+        seeded = self._seeds_in_graph and x_T is None and noise is None
+        self._missing("inpaint" if seeded else "inpaint_with_noise")
+        x = self._x(x_0, "x_0")
+        m = self._mask(mask, x)
+        s, eta = self._steps(num_steps), self._eta(eta)
+        seed = self._seed(seed)
+        cond = self._cond(labels, guidance_scale, len(x), low_res)
+        if seeded:
+            return self._call("inpaint", x_0=x, mask=m, num_steps=s, eta=eta, seed=seed, **cond)["x_0"]
+        start = self._seeded_start(seed, x) if x_T is None else self._like(x_T, "x_T", x)
+        z = self._noise_all_steps(self._seeded_noise(noise, seed, s, x), s, x)
+        inputs = dict(x_0=x, mask=m, num_steps=s, eta=eta, x_T=start, noise=z)
+        return self._call("inpaint_with_noise", **inputs, **cond)["x_0"]
 
     def starting_noise(self, n: int, seed: int) -> np.ndarray:
         """n starting latents x_T ~ N(0, I) from ``seed`` (numpy; the same whatever the batching later)."""
@@ -270,6 +412,7 @@ class SavedModelSampler(_CheckedSampler):
     """
 
     backend = "tf"
+    _seeds_in_graph = True
 
     def __init__(self, path: str):
         if not os.path.exists(layout.ExportLayout(path).saved_model_pb):
@@ -289,15 +432,17 @@ class SavedModelSampler(_CheckedSampler):
         out = self._model.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in out.items()}
 
-    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0,
+               low_res=None) -> np.ndarray:
         """x₀ from x_T with the noise drawn in the graph from ``seed`` (``serving_default``)."""
         x = self._x(x_T, "x_T")
         inputs = dict(x_T=x, num_steps=self._steps(num_steps), eta=self._eta(eta), seed=self._seed(seed))
-        return self._call("serving_default", **inputs, **self._cond(labels, guidance_scale, len(x)))["x_0"]
+        return self._call("serving_default", **inputs, **self._cond(labels, guidance_scale, len(x), low_res))["x_0"]
 
 
 class OnnxSampler(_CheckedSampler):
-    """The exported ONNX graphs (``sample_with_noise``, ``encode``), run in ONNX Runtime.
+    """The exported ONNX graphs (``sample_with_noise``, ``sample_ode``, ``sample_ddpm``, ``sample_trajectory``,
+    ``encode``, ``edit_with_noise``, ``inpaint_with_noise``: those the export has), run in ONNX Runtime.
 
     Args:
         path: a version folder with an ``onnx/`` subfolder (``tfddim export --onnx``), or that subfolder.
@@ -324,17 +469,24 @@ class OnnxSampler(_CheckedSampler):
         return name in self._sessions
 
     def _call(self, name, **inputs):
+        """The graph's outputs by the signature's names: an output an ONNX graph had to rename because an input
+        has its name (``edit_with_noise``'s and ``inpaint_with_noise``'s ``x_0`` → ``x_0_out``,
+        :func:`tfddim.export.onnx.onnx_output_name`) is returned under its own name."""
         session = self._sessions[name]
         names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, {k: np.asarray(v) for k, v in inputs.items()})))
+        input_names = [i.name for i in session.get_inputs()]
+        signature_name = {onnx_output_name(key, input_names): key for key in input_names}
+        outputs = session.run(names, {k: np.asarray(v) for k, v in inputs.items()})
+        return {signature_name.get(n, n): value for n, value in zip(names, outputs)}
 
-    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0) -> np.ndarray:
+    def sample(self, x_T, num_steps: int, eta: float = 0.0, seed: int = 0, labels=None, guidance_scale: float = 1.0,
+               low_res=None) -> np.ndarray:
         """x₀ from x_T; for η > 0 the noise ``[S, B, ...]`` is drawn with numpy from ``seed``."""
         x = self._x(x_T, "x_T")
         s, eta = self._steps(num_steps), self._eta(eta)
         shape = (int(s) if eta > 0 else 0, *x.shape)
         noise = np.random.default_rng(int(self._seed(seed))).standard_normal(shape).astype(np.float32)
-        return self.sample_with_noise(x, int(s), float(eta), noise, labels, guidance_scale)
+        return self.sample_with_noise(x, int(s), float(eta), noise, labels, guidance_scale, low_res)
 
 
 def onnx_session_options(threads: int = 0):
