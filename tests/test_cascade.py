@@ -77,7 +77,7 @@ def test_the_cascade_is_the_two_samplers_in_sequence_in_the_savedmodel_and_onnx(
 
     session = ort.InferenceSession(layout.ExportLayout(path).onnx_graph("sample_with_noise"),
                                    providers=["CPUExecutionProvider"])
-    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {k: np.asarray(v) for k, v in feed.items()})))
     for key in ("x_0", "x_0_low"):
         assert np.max(np.abs(out[key] - got[key].numpy())) <= ONNX_TOLERANCE, key
     # serving_default draws from the seed: the base from streams 0.., the upsampler from 2^31 + i
@@ -140,3 +140,25 @@ def test_upsample_strength_starts_the_upsampler_from_the_noised_bilinear_image()
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
     manifest = __import__("tfddim.export.saved_model", fromlist=["export_manifest"]).export_manifest(module)
     assert manifest.upsample_strength == 0.6 and manifest.low_res_shape == (4, 4, 1)
+
+
+def test_the_runtime_and_tfddim_sample_run_a_cascade_in_both_backends(cascade, tmp_path):
+    from tfddim.cli import main
+    from tfddim.runtime import OnnxSampler, SavedModelSampler
+
+    path = cascade[3]
+    rng = np.random.default_rng(4)
+    x_T, x_T_up = rng.standard_normal((2, 4, 4, 1)), rng.standard_normal((2, 8, 8, 1))
+    noise, noise_up = rng.standard_normal((3, 2, 4, 4, 1)), rng.standard_normal((3, 2, 8, 8, 1))
+    tf_out = SavedModelSampler(path).sample_cascade(x_T, x_T_up, 3, 3, 0.5, noise=noise, noise_upsample=noise_up)
+    onnx_out = OnnxSampler(path).sample_cascade(x_T, x_T_up, 3, 3, 0.5, noise=noise, noise_upsample=noise_up)
+    for a, b in zip(tf_out, onnx_out):
+        assert a.shape == b.shape and np.max(np.abs(a - b)) <= ONNX_TOLERANCE
+    with pytest.raises(ValueError, match="x_T must have shape"):
+        SavedModelSampler(path).sample_cascade(x_T_up, x_T_up, 3, 3)
+    with pytest.raises(ValueError, match="x_T_upsample must have the batch"):
+        SavedModelSampler(path).sample_cascade(x_T, x_T_up[:1], 3, 3)
+    out = tmp_path / "c.png"
+    assert main(["sample", "--model", path, "--n", "3", "--steps", "2", "--out", str(out), "--npz"]) == 0
+    saved = np.load(tmp_path / "c.npz")
+    assert saved["x_0"].shape == (3, 8, 8, 1) and saved["x_0_low"].shape == (3, 4, 4, 1) and out.exists()

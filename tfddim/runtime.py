@@ -403,6 +403,57 @@ class _CheckedSampler(abc.ABC):
         """n starting latents x_T ~ N(0, I) from ``seed`` (numpy; the same whatever the batching later)."""
         return np.random.default_rng(seed).standard_normal((n, *self.data_shape)).astype(np.float32)
 
+    def sample_cascade(self, x_T, x_T_upsample, num_steps: int, num_steps_upsample: int, eta: float = 0.0,
+                       seed: int = 0, noise=None, noise_upsample=None):
+        """``(x_0, x_0_low)`` of a cascade export (:mod:`tfddim.export.cascade`): the base stage from ``x_T``
+        (``[B, *manifest.cascade.data_shape]``), then the upsampler from ``x_T_upsample`` (``[B, *data_shape]``).
+
+        Noise as ``sample``/``sample_with_noise``: the SavedModel draws it in the graph from ``seed`` unless
+        ``noise``/``noise_upsample`` are given; the ONNX graph takes it, drawn with numpy from ``seed`` (the
+        upsampler's from ``default_rng([seed, i, 2])``) when η > 0, empty at η = 0.
+        """
+        stage = self.manifest.cascade
+        if stage is None:
+            raise ValueError(f"{self.path} is not a cascade export (export.json has no cascade stage)")
+        low_shape = tuple(stage.data_shape)
+        x = np.asarray(x_T, np.float32)
+        if x.ndim != len(low_shape) + 1 or tuple(x.shape[1:]) != low_shape:
+            raise ValueError(f"x_T must have shape [B, {', '.join(map(str, low_shape))}] (the base stage's), got {list(x.shape)}")
+        if x.shape[0] < 1 or not np.all(np.isfinite(x)):
+            raise ValueError("x_T must have a batch of at least 1 sample and be finite")
+        up = self._x(x_T_upsample, "x_T_upsample")
+        if len(up) != len(x):
+            raise ValueError(f"x_T_upsample must have the batch of x_T ({len(x)}), got {len(up)}")
+        s = self._int_scalar(num_steps, "num_steps", "an integer in [1, T]")
+        if not 1 <= s <= stage.num_timesteps:
+            raise ValueError(f"num_steps must be in [1, {stage.num_timesteps}], got {s}")
+        s_up = self._steps(num_steps_upsample)
+        eta = self._eta(eta)
+        explicit = noise is not None or noise_upsample is not None
+        if not explicit and self._has("serving_default") and self.backend == "tf":
+            out = self._call("serving_default", x_T=x, x_T_upsample=up, num_steps=np.int32(s),
+                             num_steps_upsample=np.int32(s_up), eta=eta, seed=self._seed(seed))
+            return out["x_0"], out["x_0_low"]
+
+        def drawn(steps, shape, tag):
+            if eta == 0.0:
+                return np.zeros((0, len(x), *shape), np.float32)
+            seed_ = int(self._seed(seed))
+            return np.stack([np.random.default_rng([seed_, i, tag]).standard_normal((int(steps), *shape))
+                             for i in range(len(x))], axis=1).astype(np.float32)
+
+        z = drawn(s, low_shape, 3) if noise is None else np.asarray(noise, np.float32)
+        z_up = drawn(s_up, self.data_shape, 2) if noise_upsample is None else np.asarray(noise_upsample, np.float32)
+        for name, value, steps, shape in (("noise", z, s, low_shape), ("noise_upsample", z_up, s_up, self.data_shape)):
+            if value.shape not in ((int(steps), len(x), *shape), (0, len(x), *shape)) or (value.shape[0] == 0 and eta > 0):
+                raise ValueError(f"{name} must have shape {[int(steps), len(x), *shape]} (or 0 entries at eta = 0), "
+                                 f"got {list(value.shape)}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} contains NaN or Inf")
+        out = self._call("sample_with_noise", x_T=x, x_T_upsample=up, num_steps=np.int32(s),
+                         num_steps_upsample=np.int32(s_up), eta=eta, noise=z, noise_upsample=z_up)
+        return out["x_0"], out["x_0_low"]
+
 
 class SavedModelSampler(_CheckedSampler):
     """The exported SavedModel's signatures, called through TensorFlow.

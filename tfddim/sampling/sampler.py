@@ -208,7 +208,7 @@ class Sampler:
         def draw(k, x):  # the noise entry k: noise[k], or the seed's stream at k
             if noise is not None:
                 return noise[k]
-            return steps.stateless_step_normal(seed, k + step_offset, x)
+            return steps.stateless_step_normal(seed, tf.cast(k, tf.int64) + tf.cast(step_offset, tf.int64), x)  # 2^31 + i
 
         def step_noise(k, x, c):
             if not solver.uses_noise:
@@ -314,7 +314,7 @@ class Sampler:
         num_kept, num_steps = tf.size(kept), tf.size(timesteps)
         first = tf.fill([tf.shape(x0)[0]], tf.concat([kept, [0]], 0)[0])
         ab = tf.where(num_kept > 0, select_timestep(self._alphas_cumprod, first, x0), tf.ones([], x0.dtype))
-        z = start_noise if start_noise is not None else steps.stateless_step_normal(seed, step_offset - 1, x0)
+        z = start_noise if start_noise is not None else steps.stateless_step_normal(seed, tf.cast(step_offset, tf.int64) - 1, x0)
         x = steps.q_sample(x0, z, ab)
         noise = None if noise is None else noise[num_steps - num_kept:]
         return self._sample_loop(x, kept, eta, cond, noise, seed, False, solver,
