@@ -11,7 +11,9 @@ on) and the MNIST evaluation classifiers (``saved_models/mnist_classifier``, ``m
 - the cascade: FID of ``--n`` samples against the held-out 28×28 set, and the base stage's 14×14 FID;
 - the noise floor: FID of ``--n`` training digits against the same held-out set (what a perfect model scores
   at this N);
-- SDEdit on the base model: FID (14×14) and L2 to the input against the strength, and a figure of one digit;
+- SDEdit on the base model (SDEdit's stroke-to-image setting): the guides are the held-out 14×14 digits
+  pixelated to 7×7 blocks (area downsampling, nearest upsampling); realism is FID (14×14) against training
+  digits, faithfulness the L2 distance to the guide, against the strength; and a figure of one guide;
 - inpainting on the base model: a figure (the lower half generated from the upper half).
 """
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--models", default="saved_models")
     parser.add_argument("--out", default=os.path.join("docs", "editing"))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--only", choices=("all", "editing"), default="all")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     n, S = args.n, np.int32(args.steps)
@@ -73,6 +76,16 @@ def main() -> None:
     out["floor_fid28"] = _fid(net28, train28[floor_idx], real28[:n])
     out["floor_fid14"] = _fid(net14, train14[floor_idx], real14[:n])
 
+    if args.only == "all":
+        _upsampling_and_cascade(args, n, S, real28, real14, train28, net28, net14, out)
+    _editing(args, n, S, real14, train14, net14, floor_idx, out)
+    print(json.dumps(out, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+def _upsampling_and_cascade(args, n, S, real28, real14, train28, net28, net14, out):
     # ---- the upsampler against bilinear upsampling of the held-out 14x14 digits
     sr = tf.saved_model.load(os.path.join(args.models, "mnist_sr", "1")).signatures["serving_default"]
     x_T = _noise((len(real14), 28, 28, 1), 1)
@@ -106,26 +119,32 @@ def main() -> None:
     _png(os.path.join(args.out, "cascade_pairs.png"),
          np.concatenate([tf.image.resize(samples["x_0_low"][:8], (28, 28), method="nearest").numpy(), samples["x_0"][:8]]), 8)
 
+
+
+def _editing(args, n, S, real14, train14, net14, floor_idx, out):
     # ---- SDEdit and inpainting on the base model (14x14)
     base = tf.saved_model.load(os.path.join(args.models, "mnist_base", "1")).signatures
     m = min(n, 500)
+    reference = train14[floor_idx[:m]]
+    guides = tf.image.resize(tf.nn.avg_pool2d(real14, 2, 2, "VALID"), (14, 14), method="nearest").numpy()
+    out["sdedit_guide_fid14"] = _fid(net14, guides[:m], reference)
+    out["sdedit_floor_fid14"] = _fid(net14, real14[:m], reference)
     curve = []
     for s in STRENGTHS:
-        edited = _batched(lambda i, j: {"x": base["edit"](x_0=real14[i:j], strength=tf.constant(s), num_steps=S,
+        edited = _batched(lambda i, j: {"x": base["edit"](x_0=guides[i:j], strength=tf.constant(s), num_steps=S,
                                                           eta=tf.constant(0.0), seed=tf.constant(5, tf.int64))["x_0"].numpy()}, m)["x"]
-        curve.append({"strength": s, "fid14": _fid(net14, edited, real14[:m]),
-                      "l2": float(np.mean(np.sqrt(np.sum((edited - real14[:m]) ** 2, axis=(1, 2, 3)))))})
+        curve.append({"strength": s, "fid14": _fid(net14, edited, reference),
+                      "l2": float(np.mean(np.sqrt(np.sum((edited - guides[:m]) ** 2, axis=(1, 2, 3)))))})
         print(curve[-1])
     out["sdedit_curve"] = curve
-    out["sdedit_floor_fid14"] = _fid(net14, train14[floor_idx[:m]], real14[:m])
-    one = np.repeat(real14[3:4], 4, axis=0)
-    row = [real14[3:4]]
+    one = np.repeat(guides[3:4], 4, axis=0)
+    row = [guides[3:4]]
     for s in STRENGTHS:
         row.append(base["edit"](x_0=one, strength=tf.constant(s), num_steps=S, eta=tf.constant(0.0),
                                 seed=tf.constant(7, tf.int64))["x_0"].numpy())
     grid = np.concatenate([np.repeat(row[0], 4, axis=0)[None]] + [r[None] for r in row[1:]])  # [6, 4, ...]
     _png(os.path.join(args.out, "sdedit_strengths.png"), grid.transpose(1, 0, 2, 3, 4).reshape(-1, 14, 14, 1), 6)
-    _sdedit_curve_png(curve, out["sdedit_floor_fid14"], os.path.join(args.out, "sdedit_curve.png"))
+    _sdedit_curve_png(curve, out["sdedit_floor_fid14"], os.path.join(args.out, "sdedit_curve.png"), out["sdedit_guide_fid14"])
 
     mask = np.zeros((8, 14, 14, 1), np.float32)
     mask[:, :7] = 1.0  # keep the upper half
@@ -133,13 +152,9 @@ def main() -> None:
     inpainted = [base["inpaint"](x_0=x0, mask=mask, num_steps=S, eta=tf.constant(0.0),
                                  seed=tf.constant(k, tf.int64))["x_0"].numpy() for k in range(3)]
     _png(os.path.join(args.out, "inpainting.png"), np.concatenate([np.where(mask > 0, x0, -1.0), *inpainted, x0]), 8)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
 
 
-def _sdedit_curve_png(curve, floor, path):
+def _sdedit_curve_png(curve, floor, path, guide_fid):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,8 +164,9 @@ def _sdedit_curve_png(curve, floor, path):
     ax.plot([c["l2"] for c in curve], [c["fid14"] for c in curve], "o-")
     for c in curve:
         ax.annotate(f"s={c['strength']}", (c["l2"], c["fid14"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.axhline(floor, color="gray", ls="--", lw=1, label=f"noise floor {floor:.2f}")
-    ax.set_xlabel("L2 to the input (faithfulness, lower = closer)")
+    ax.axhline(floor, color="gray", ls="--", lw=1, label=f"held-out real digits {floor:.2f}")
+    ax.plot([0], [guide_fid], "s", color="C3", label=f"the guides themselves {guide_fid:.1f}")
+    ax.set_xlabel("L2 to the pixelated guide (faithfulness, lower = closer)")
     ax.set_ylabel("FID 14×14 (realism, lower = better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
