@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfddim import cli
 from tfddim.export.saved_model import ONNX_TOLERANCE
 from tfddim.runtime import OnnxSampler, SavedModelSampler
+from test_bad_inputs_cli import fails  # the CLI's one-line-error check, shared
 
 SHAPE = (8, 8, 1)
 LOW = (4, 4, 1)  # the sr fixture's low_res_shape (tests/conftest.py)
@@ -248,19 +249,6 @@ def tiles(grid, count, size=8, scale=8, pad=1):
 def as_uint8(x):
     """What image_grid writes for [-1, 1] data."""
     return np.clip((np.asarray(x, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-
-def fails(capsys, argv, *needles):
-    """Run the CLI; it must exit with 2 and print one line holding every needle (and no traceback)."""
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def digit_like():

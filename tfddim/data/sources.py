@@ -45,15 +45,20 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # --------------------------------------------------------------------------- digits
 
 
-@functools.lru_cache(maxsize=1)
-def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
-    """The vendored arrays: uint8 images [1797, 8, 8] in 0..16 and their labels."""
-    asset = importlib.resources.files("tfddim").joinpath("assets", "digits.npz")
+@functools.lru_cache(maxsize=2)
+def _vendored(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``tfddim/assets/<name>.npz``'s ``images`` and ``labels``, read once and read-only."""
+    asset = importlib.resources.files("tfddim").joinpath("assets", f"{name}.npz")
     with asset.open("rb") as f, np.load(f) as npz:
         images, labels = npz["images"], npz["labels"]
     images.flags.writeable = False
     labels.flags.writeable = False
     return images, labels
+
+
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The vendored arrays: uint8 images [1797, 8, 8] in 0..16 and their labels."""
+    return _vendored("digits")
 
 
 def _digits_indices(split: str, n: int) -> np.ndarray:
@@ -83,15 +88,9 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- mnist
 
 
-@functools.lru_cache(maxsize=1)
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     """The vendored arrays: uint8 images [5000, 28, 28] in 0..255 and their labels, in the file's row order."""
-    asset = importlib.resources.files("tfddim").joinpath("assets", "mnist.npz")
-    with asset.open("rb") as f, np.load(f) as npz:
-        images, labels = npz["images"], npz["labels"]
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return _vendored("mnist")
 
 
 def area_downsample(x: np.ndarray, size: int) -> np.ndarray:
