@@ -40,7 +40,8 @@ def test_layout_and_assets(uncond):
     info = json.load(open(layout.ExportLayout(path).export_json))
     assert info["spacing"] == "uniform" and info["clip_x0"] == [-1.0, 1.0]
     assert set(loaded.signatures) == {"serving_default", "sample_with_noise", "sample_dpmpp_2m", "sample_ode", "encode",
-                                      "predict_x0", "sample_ddpm", "sample_trajectory"}
+                                      "predict_x0", "sample_ddpm", "sample_trajectory", "edit", "edit_with_noise",
+                                      "inpaint", "inpaint_with_noise"}
     assert sorted(loaded.signatures["serving_default"].structured_input_signature[1]) == ["eta", "num_steps", "seed", "x_T"]
 
 
@@ -50,7 +51,8 @@ def test_the_manifest_is_typed_and_machine_readable(uncond, cond, sched):
 
     methods = {"encode": "ddim_inversion", "predict_x0": "network", "sample_dpmpp_2m": "dpmpp_2m",
                "sample_with_noise": "ddim", "serving_default": "ddim", "sample_ode": "ode", "sample_ddpm": "ddpm",
-               "sample_trajectory": "ddim"}
+               "sample_trajectory": "ddim", "edit": "ddim", "edit_with_noise": "ddim", "inpaint": "ddim",
+               "inpaint_with_noise": "ddim"}
     u, c = layout.read_manifest(uncond[2]), layout.read_manifest(cond[2])
     for m, loaded in ((u, uncond[3]), (c, cond[3])):
         assert m.format_version == 2 and m.methods == methods and set(m.signatures) == set(loaded.signatures)

@@ -128,7 +128,10 @@ def test_the_format_1_exports_read_into_the_typed_manifest(name, conditioning):
 def test_the_shipped_exports_are_format_2_with_a_maximum_batch(name):
     m = layout.read_manifest(SHIPPED[name])
     assert m.format_version == 2 and m.max_batch == 4096
-    assert m.methods == dict(SIGNATURES, sample_ode="ode") and m.data_shape == (8, 8, 1)
+    # re-exported with tools/reexport_shipped.py: every signature of this version (the same weights)
+    assert m.methods == dict(SIGNATURES, sample_ode="ode", sample_ddpm="ddpm", sample_trajectory="ddim", edit="ddim",
+                             edit_with_noise="ddim", inpaint="ddim", inpaint_with_noise="ddim")
+    assert m.data_shape == (8, 8, 1) and m.ddpm_variances == ("fixed_small", "fixed_large")
     assert m.ode_methods == ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc") and "time_quadratic" in m.ode_spacings
 
 

@@ -66,7 +66,7 @@ def _require():
         ) from e
 
 
-def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT_OPSET):
+def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT_OPSET, loaded=None):
     """One SavedModel signature → an ``onnx.ModelProto`` whose input/output names are the signature's keys.
 
     The SavedModel must not compile its network with XLA (``ExportOptions.xla``): tf2onnx does not inline a
@@ -84,7 +84,9 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     graph_def, inputs, outputs, _, renames = tf_loader.from_saved_model(
         saved_model_dir, None, None, "serve", [signature], None, False,
         return_initialized_tables=True, return_tensors_to_rename=True)
-    keys = tf.saved_model.load(saved_model_dir).signatures[signature].structured_input_signature[1]
+    # ``loaded``: the same SavedModel already loaded (each load keeps its functions in the process: load once)
+    loaded = tf.saved_model.load(saved_model_dir) if loaded is None else loaded
+    keys = loaded.signatures[signature].structured_input_signature[1]
     for key in keys:  # the graph's placeholders carry lower-cased names
         if f"{key.lower()}:0" in renames:
             renames[f"{key.lower()}:0"] = key
@@ -161,8 +163,14 @@ def export_onnx(version_dir: str, opset: int = DEFAULT_OPSET, source_dir: str = 
     os.makedirs(files.onnx_dir, exist_ok=True)
     paths, graphs = {}, {}
     wanted = ONNX_SIGNATURES if signatures is None else tuple(signatures)
+    source = version_dir if source_dir is None else source_dir
+    loaded = None
     for signature in (name for name in ONNX_SIGNATURES if name in export.signatures and name in wanted):  # older exports lack some
-        model = convert_signature(version_dir if source_dir is None else source_dir, signature, opset)
+        if loaded is None:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(source)
+        model = convert_signature(source, signature, opset, loaded=loaded)
         onnx_loops.hoist_loop_invariants(model)  # the weights leave the loop state (see tfddim.export.onnx_loops)
         onnx.helper.set_model_props(model, {"tfddim.signature": signature, "tfddim.export": info,
                                             "tfddim.num_timesteps": str(export.num_timesteps)})
