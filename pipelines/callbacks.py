@@ -53,11 +53,13 @@ class SampleGrid(keras.callbacks.Callback):
     model and kept: its loop is traced on the first grid and reused by every later one (it reads the EMA
     weights as variables, so it always samples the current ones). A new sampler per grid would trace anew
     each time and trigger TensorFlow's "triggered tf.function retracing" warning.
+    A latent diffusion model's grids show D(z_0 / scale_factor): ``decode`` maps its samples to pixels.
     """
 
-    def __init__(self, cfg, png_dir: str, log_dir: str):
+    def __init__(self, cfg, png_dir: str, log_dir: str, decode=None):
         super().__init__()
         self.cfg = cfg
+        self.decode = decode  # a latent model's decoder: scaled latents -> pixels
         self.png_dir = png_dir
         self.writer = tf.summary.create_file_writer(log_dir)
         self._grid_model = None
@@ -95,7 +97,8 @@ class SampleGrid(keras.callbacks.Callback):
         if not every or (epoch + 1) % every:
             return
         sampler, x_T, taus, eta, labels, extra = self._sampling_request()
-        x0 = sampler.sample(x_T, taus, eta=eta, seed=self.cfg.train.seed, labels=labels, **extra).numpy()
+        x0 = sampler.sample(x_T, taus, eta=eta, seed=self.cfg.train.seed, labels=labels, **extra)
+        x0 = (x0 if self.decode is None else self.decode(x0)).numpy()
         image = image_grid(x0, scale=max(1, 64 // x0.shape[1])) if x0.ndim == 4 else scatter_png(x0)
         os.makedirs(self.png_dir, exist_ok=True)
         tf.io.write_file(os.path.join(self.png_dir, f"epoch_{epoch + 1:04d}.png"), tf.image.encode_png(image))

@@ -40,14 +40,15 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The network: ``class_name`` ("UNet", "MLP" or "NoisyClassifier") and its constructor arguments."""
+    """The network: ``class_name`` ("UNet", "MLP", "NoisyClassifier" or "Autoencoder") and its constructor arguments."""
 
     class_name: str = "UNet"
     config: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.class_name not in ("UNet", "MLP", "NoisyClassifier"):
-            raise ValueError(f"model.class_name must be 'UNet', 'MLP' or 'NoisyClassifier', got {self.class_name!r}")
+        if self.class_name not in ("UNet", "MLP", "NoisyClassifier", "Autoencoder"):
+            raise ValueError("model.class_name must be 'UNet', 'MLP', 'NoisyClassifier' or 'Autoencoder', "
+                             f"got {self.class_name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,10 @@ class DiffusionConfig:
     :class:`~tfddim.training.Loss`, :class:`~tfddim.diffusion.kinds.Variance`,
     :class:`~tfddim.diffusion.kinds.Decoder` and :class:`~tfddim.diffusion.kinds.Prediction`; they are
     str enums, so ``to_dict()`` and a run's ``config.json`` hold the same strings as the file.
+
+    ``autoencoder`` makes the run a latent diffusion model: the path of a finished ``tfddim
+    train-autoencoder`` run folder whose encoder maps the data to latents E(x)·scale_factor (LDM's
+    ``scale_factor``, stored by that run), on which the network trains; null: pixel space.
 
     ``prediction_type`` is the network's target (``epsilon``, ``sample`` = x₀, ``v_prediction``) and
     ``min_snr_gamma`` the γ of min-SNR-γ weighting of the MSE (null: none); ``low_res_augment_max`` the
@@ -79,6 +84,7 @@ class DiffusionConfig:
     prediction_type: Prediction = Prediction.EPSILON
     min_snr_gamma: Optional[float] = None
     low_res_augment_max: int = 0
+    autoencoder: Optional[str] = None
 
     def __post_init__(self):
         for name, kind in (("loss", Loss), ("variance", Variance), ("decoder", Decoder),
@@ -171,6 +177,14 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     sampling: SamplingConfig = SamplingConfig()
 
+    def __post_init__(self):
+        if self.diffusion.autoencoder is not None:
+            if self.data.low_res_size is not None or self.data.random_flip or self.data.random_crop:
+                raise ValueError("diffusion.autoencoder: a latent model trains on the encoder's cached moments; "
+                                 "data.low_res_size, data.random_flip and data.random_crop must be off")
+            if self.model.class_name != "UNet":
+                raise ValueError(f"diffusion.autoencoder: a latent model's network is a UNet, got {self.model.class_name}")
+
     def to_dict(self) -> dict:
         """The config as plain values; keys added after runs existed are left out at their defaults (resume)."""
         out = dataclasses.asdict(self)
@@ -188,6 +202,7 @@ _ADDED_WITH_DEFAULTS = (
     ("diffusion", "min_snr_gamma", None),
     ("diffusion", "low_res_augment_max", 0),
     ("data", "low_res_size", None),
+    ("diffusion", "autoencoder", None),
 )
 
 
@@ -274,13 +289,15 @@ def config_path(name_or_path: str) -> str:
     raise ValueError(f"config {name_or_path!r} is neither a file nor a shipped config ({', '.join(names)})")
 
 
-def from_dict(raw: dict) -> RunConfig:
-    return _build(RunConfig, raw, "")
+def from_dict(raw: dict, kind=RunConfig):
+    return _build(kind, raw, "")
 
 
-def load(name_or_path: str, overrides=()) -> RunConfig:
+def load(name_or_path: str, overrides=(), kind=RunConfig):
     """Load a config file (or shipped name), apply ``--set`` overrides, validate.
 
+    ``kind`` is the config's dataclass: :class:`RunConfig` (a diffusion model or classifier), or another
+    frozen dataclass of sections (``tfddim.pipelines.train_autoencoder.AutoencoderRunConfig``).
     A file that is not valid JSON is a ``ValueError`` naming it and the line and column.
     """
     path = config_path(name_or_path)
@@ -289,4 +306,4 @@ def load(name_or_path: str, overrides=()) -> RunConfig:
             raw = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"config {path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return from_dict(apply_overrides(raw, overrides))
+    return from_dict(apply_overrides(raw, overrides), kind)

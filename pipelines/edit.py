@@ -172,9 +172,9 @@ def run(cfg: EditConfig) -> dict:
 
     _check_writable(cfg.out)  # before the model is opened and run
     sampler = _open(cfg.model, cfg.backend, open_sampler)
-    shape = tuple(sampler.data_shape)
+    shape = tuple(sampler.pixel_shape)
     if len(shape) != 3:
-        raise ValueError(f"--model {cfg.model}: its data are not images (data_shape {list(shape)})")
+        raise ValueError(f"--model {cfg.model}: its data are not images (shape {list(shape)})")
     x = to_model(read_png(cfg.input, "--input", shape))[None]
     mask = None if cfg.mask is None else read_mask(cfg.mask, shape)[None]
     low = load_low_res(cfg.low_res, sampler, cfg.model)

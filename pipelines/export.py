@@ -3,7 +3,10 @@
 Reads ``RUN_DIR/model.keras`` (the EMA network), ``schedule.json``,
 ``config.json`` (its ``sampling`` section: spacing and x̂₀ clipping are baked
 in; ``diffusion.prediction_type``: what the network outputs, recorded in the
-manifest) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically
+manifest) and ``metadata.json``, and writes ``saved_models/NAME/N/`` atomically. A latent diffusion
+run (``diffusion.autoencoder``) is exported with its autoencoder's decoder and encoder in the graph
+(:mod:`tfddim.export.latent`): the autoencoder run must still hold the weights the model was trained on
+(its weights digest, recorded in the run's metadata, is checked)
 (:func:`tfddim.export.export_saved_model`); with ``--onnx`` also ``onnx/``
 (tf2onnx graphs of ``sample_with_noise`` and ``encode``).
 """
@@ -91,11 +94,12 @@ def run(cfg: ExportConfig) -> str:
     network = run_dir.load_network()
     # bundle a noise-aware classifier: the loops use classifier guidance
     classifier = None if cfg.classifier_run is None else RunDir(cfg.classifier_run).load_classifier()
+    autoencoder, scale_factor = _first_stage(config, metadata)
     onnx = cfg.onnx
     path = export.export_saved_model(
         network, schedule, metadata["data"]["image_shape"], os.path.join(cfg.base_dir, cfg.name), cfg.version,
         options=options, metadata=dict(metadata, run_config=config), overwrite=cfg.overwrite, onnx=onnx,
-        classifier=classifier,
+        classifier=classifier, autoencoder=autoencoder, scale_factor=scale_factor,
     )
     from tfddim.export import layout
 
@@ -105,6 +109,23 @@ def run(cfg: ExportConfig) -> str:
         print(f"tfddim export: ONNX graphs at {layout.ExportLayout(path).onnx_dir} "
               f"({', '.join(g.file for g in graphs.values())}), checked against the SavedModel in ONNX Runtime")
     return path
+
+
+def _first_stage(config: dict, metadata: dict):
+    """``(autoencoder, scale_factor)`` of a latent diffusion run, or ``(None, None)``; a ``ValueError`` if the
+    autoencoder run's weights are not the ones the model trained on."""
+    path = config.get("diffusion", {}).get("autoencoder")
+    if path is None:
+        return None, None
+    from tfddim.evaluation.features import weights_digest
+    from tfddim.runs import RunDir
+
+    autoencoder, scale = RunDir(path).load_first_stage()
+    trained = metadata.get("autoencoder", {})
+    if trained.get("weights") not in (None, weights_digest(autoencoder)) or trained.get("scale_factor") not in (None, scale):
+        raise ValueError(f"diffusion.autoencoder {path}: its weights or scale_factor changed since this model was "
+                         "trained on its latents; export with the autoencoder run it was trained with")
+    return autoencoder, scale
 
 
 def _run_cascade(cfg: ExportConfig) -> str:

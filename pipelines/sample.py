@@ -155,11 +155,11 @@ def run(cfg: SampleConfig) -> dict:
     chunks = _draw(cfg, sampler, x_T, y, low)
     x0 = np.concatenate(chunks)
     files = []
-    if len(sampler.data_shape) == 3:
-        scale = max(1, 64 // sampler.data_shape[0])
+    if len(sampler.pixel_shape) == 3:
+        scale = max(1, 64 // sampler.pixel_shape[0])
         tf.io.write_file(out, tf.image.encode_png(image_grid(x0, scale=scale)))
         files.append(out)
-    if cfg.npz or len(sampler.data_shape) != 3:
+    if cfg.npz or len(sampler.pixel_shape) != 3:
         path = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(path, x_0=x0, x_T=x_T, **({} if y is None else {"labels": y}))
         files.append(path)

@@ -86,14 +86,48 @@ def build_model(cfg, data_shape, num_classes):
     return model
 
 
-def _test_arrays(data_cfg):
-    """Every example of the test split as arrays (for the classifier's held-out accuracy)."""
+def latent_stage(cfg, info: dict) -> dict:
+    """A latent diffusion run's data: the autoencoder run of ``cfg.diffusion.autoencoder``, its encoder run
+    once over the training split (:func:`tfddim.data.encode_moments`), and the batches of
+    z·scale_factor (:func:`tfddim.data.latent_dataset`).
+
+    Returns ``{"dataset", "latent_shape", "decode", "run", "scale_factor", "weights", "encode_seconds"}``;
+    ``decode`` maps scaled latents to pixels (the sample grids), ``weights`` is the autoencoder's weights
+    digest, checked again at export.
+    """
+    import os
+
+    from tfddim import data as data_lib
+    from tfddim.evaluation.features import weights_digest
+    from tfddim.runs import RunDir
+
+    autoencoder, scale = RunDir(cfg.diffusion.autoencoder).load_first_stage()
+    pixels = (autoencoder.image_size, autoencoder.image_size, autoencoder.in_channels)
+    if tuple(info["image_shape"]) != pixels:
+        raise ValueError(f"diffusion.autoencoder {cfg.diffusion.autoencoder} encodes {pixels[0]}x{pixels[1]}x{pixels[2]} "
+                         f"images; the data are {tuple(info['image_shape'])}")
+    images, labels = split_arrays(cfg.data, "train")
+    start = time.time()
+    mean, std = data_lib.encode_moments(autoencoder.encode, images)
+    encode_seconds = time.time() - start
+
+    def decode(z):
+        return autoencoder.decode(z / scale)
+
+    return {"dataset": data_lib.latent_dataset(mean, std, labels, scale, cfg.data, training=True),
+            "latent_shape": tuple(autoencoder.latent_shape), "decode": decode,
+            "run": os.path.normpath(cfg.diffusion.autoencoder), "scale_factor": scale,
+            "weights": weights_digest(autoencoder), "encode_seconds": round(encode_seconds, 2)}
+
+
+def split_arrays(data_cfg, split: str):
+    """Every example of ``split`` as arrays ``(x, labels)``, in order."""
     import dataclasses
 
     from tfddim import data as data_lib
 
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in
-                   data_lib.make_dataset(dataclasses.replace(data_cfg, batch_size=512), "test", training=False)))
+                   data_lib.make_dataset(dataclasses.replace(data_cfg, batch_size=512), split, training=False)))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -142,9 +176,9 @@ def run(cfg, *, runs_dir: str = "runs", overwrite: bool = False) -> dict:
     return meta
 
 
-def _callbacks(cfg, run_dir, is_classifier: bool) -> list:
+def _callbacks(cfg, run_dir, is_classifier: bool, decode=None) -> list:
     """The epoch's metrics, the stop on a non-finite loss, the backup (resume), the latest full weights,
-    TensorBoard and, for diffusion models, the EMA sample grids.
+    TensorBoard and, for diffusion models, the EMA sample grids (a latent model's decoded to pixels by ``decode``).
 
     The metrics are written before the backup: once an epoch counts as done, its metrics are on disk.
     """
@@ -160,7 +194,7 @@ def _callbacks(cfg, run_dir, is_classifier: bool) -> list:
         keras.callbacks.TensorBoard(run_dir.logs_dir, update_freq="epoch"),
     ]
     if cfg.train.sample_every and not is_classifier:
-        callbacks.append(SampleGrid(cfg, run_dir.samples_dir, run_dir.sample_logs_dir))
+        callbacks.append(SampleGrid(cfg, run_dir.samples_dir, run_dir.sample_logs_dir, decode=decode))
     return callbacks
 
 
@@ -177,11 +211,16 @@ def _train(cfg, strategy, run_dir) -> dict:
     # its shuffle seed (TensorFlow's global seed with data.seed) is the same in every process.
     keras.utils.set_random_seed(cfg.train.seed)
     info = data_lib.dataset_info(cfg.data)
-    dataset = data_lib.make_dataset(cfg.data, "train", training=True)
+    latent = None
+    if cfg.diffusion.autoencoder is not None:
+        latent = latent_stage(cfg, info)
+        dataset, data_shape = latent["dataset"], latent["latent_shape"]
+    else:
+        dataset, data_shape = data_lib.make_dataset(cfg.data, "train", training=True), info["image_shape"]
     with strategy.scope():
-        model = build_model(cfg, info["image_shape"], info.get("num_classes"))
+        model = build_model(cfg, data_shape, info.get("num_classes"))
     is_classifier = isinstance(model.network, models.NoisyClassifier)
-    callbacks = _callbacks(cfg, run_dir, is_classifier)
+    callbacks = _callbacks(cfg, run_dir, is_classifier, decode=latent["decode"] if latent else None)
     resume_epoch = next(c for c in callbacks if isinstance(c, AtomicBackupAndRestore)).resume_epoch()
     if resume_epoch:
         # A new iterator starts the shuffled stream over: skip the batches the backup already trained on,
@@ -208,13 +247,16 @@ def _train(cfg, strategy, run_dir) -> dict:
         "seconds_this_session": round(seconds, 1),
         "final_metrics": final,
         "model": model_path,
-        "data": {"source": cfg.data.source, "image_shape": list(info["image_shape"]), "num_classes": info.get("num_classes")},
+        "data": {"source": cfg.data.source, "image_shape": list(data_shape), "num_classes": info.get("num_classes")},
         "parameters": int(model.network.count_params()),
     }
+    if latent is not None:
+        meta["data"]["pixel_shape"] = list(info["image_shape"])
+        meta["autoencoder"] = {k: latent[k] for k in ("run", "scale_factor", "weights", "encode_seconds")}
     if is_classifier:  # guided-diffusion reports the classifier's accuracy by noise level
         from tfddim.training.classifier import accuracy_by_t
 
-        x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else _test_arrays(cfg.data)
+        x_test, y_test = data_lib.load_digits("test") if cfg.data.source == "digits" else split_arrays(cfg.data, "test")
         meta["test_accuracy_by_t"] = accuracy_by_t(model.ema_network, model.schedule, x_test, y_test, seed=cfg.train.seed)
         print("tfddim train: held-out accuracy by t: "
               + ", ".join(f"t={t}: {a:.3f}" for t, a in meta["test_accuracy_by_t"].items()))

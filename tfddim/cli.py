@@ -268,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--guidance-steps", type=_positive_int, default=50, help="DDIM steps of the sweep")
     evaluate.set_defaults(func=_run_evaluate)
 
+    autoencoder = sub.add_parser(
+        "train-autoencoder",
+        help="train latent diffusion's autoencoder (the first stage) from a config, e.g. mnist_vae",
+        description=(
+            "Train a KL-regularised Autoencoder with Keras fit (run folder, resume, strategies, as tfddim train). "
+            "metadata.json gets the latent shape, the latent scale factor 1/std(z) and the reconstruction metrics; "
+            "a latent diffusion config names the run folder in diffusion.autoencoder."
+        ),
+    )
+    autoencoder.add_argument("--config", required=True, help="an Autoencoder config name or path, e.g. mnist_vae")
+    autoencoder.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a config value, e.g. --set train.epochs=3 (repeatable; values are JSON)")
+    autoencoder.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    autoencoder.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    autoencoder.set_defaults(func=_run_train_autoencoder)
+
     classifier = sub.add_parser(
         "train-classifier",
         help="train a classifier: the noise-aware guidance classifier (--config) or the digits evaluation classifier",
@@ -354,6 +370,15 @@ def _run_train_classifier(args) -> int:
     train_classifier.run(train_classifier.ClassifierConfig(batch_size=args.batch_size, seed=args.seed, source=args.source,
                                                            **_given(out_dir=args.out, epochs=args.epochs,
                                                                     image_size=args.image_size)))
+    return 0
+
+
+def _run_train_autoencoder(args) -> int:
+    from tfddim.pipelines import train_autoencoder
+
+    cfg = train_autoencoder.load(args.config, args.overrides)
+    _writable_dir(args.runs_dir, "--runs-dir")
+    train_autoencoder.run(cfg, runs_dir=args.runs_dir, overwrite=args.overwrite)
     return 0
 
 

@@ -13,6 +13,11 @@ A training run (``tfddim train``) holds:
 - ``history.json``    each completed epoch's metrics, written as the epoch ends (before its backup)
 - ``lock``            the PID and host of the trainer using the folder (:meth:`RunDir.lock`)
 
+An autoencoder run (``tfddim train-autoencoder``) has the same files without ``schedule.json``;
+``model.keras`` is the :class:`~tfddim.models.Autoencoder` and ``metadata.json`` adds ``kind``
+``"autoencoder"``, ``latent_shape``, ``scale_factor`` and the reconstruction metrics
+(:meth:`RunDir.load_first_stage`).
+
 The non-chief workers of a multi-worker run keep their own copy in ``runs/<name>/<task_type>_<task_id>/``.
 A run is *finished* when ``model.keras`` and ``metadata.json`` exist (they are written last). A run
 has *progress* once an epoch completed (a backup, a checkpoint or a final file exists); a run without progress may be
@@ -178,6 +183,24 @@ class RunDir:
         except (OSError, ValueError, KeyError, EOFError) as e:  # a truncated zip, a damaged config or weights file
             raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else e!r}); "
                              "the file is damaged: train the run again or restore it") from e
+
+    def load_first_stage(self):
+        """``(autoencoder, scale_factor)`` of a finished autoencoder run: latent diffusion's first stage.
+
+        A ``ValueError`` names the folder if it is not a finished run or holds another network, or if its
+        ``scale_factor`` is missing or not a finite number > 0.
+        """
+        meta = self.read_metadata() if os.path.exists(self.metadata_path) else None
+        if meta is None or meta.get("kind") != "autoencoder":
+            raise ValueError(f"{self.path} is not a finished autoencoder run (tfddim train-autoencoder): "
+                             f"{'metadata.json is missing' if meta is None else 'its metadata has no kind autoencoder'}")
+        network = self.load_network("autoencoder")
+        if not (hasattr(network, "encode") and hasattr(network, "decode")):
+            raise ValueError(f"{self.path}/model.keras is not an Autoencoder")
+        scale = meta.get("scale_factor")
+        if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"{self.metadata_path}: scale_factor must be a finite number > 0, got {scale!r}")
+        return network, float(scale)
 
     def load_classifier(self, kind: str = "classifier"):
         """``model.keras`` of a noise-aware classifier run; a ``ValueError`` if it holds another network."""

@@ -2,7 +2,7 @@
 
 Two backends with one interface (``sample``, ``sample_with_noise``,
 ``sample_dpmpp_2m``, ``sample_ode``, ``sample_ddpm``, ``sample_trajectory``, ``encode``, ``edit`` (SDEdit),
-``inpaint``, ``starting_noise``):
+``inpaint``, ``starting_noise``, ``decode`` of a latent export):
 
 - :class:`SavedModelSampler` calls the SavedModel's signatures (TensorFlow);
 - :class:`OnnxSampler` runs the ``onnx/`` graphs in ONNX Runtime.
@@ -30,6 +30,11 @@ rounding. ``inpaint`` always draws step noise, even at η = 0 (the known pixels 
 
 A super-resolution export (``manifest.low_res_shape`` = [h, w, C]) takes ``low_res`` [B, h, w, C] in every
 method (required there, refused elsewhere).
+
+A latent diffusion export (``manifest.latent``; :mod:`tfddim.export.latent`) samples latents: ``x_T``,
+``noise``, ``start_noise`` and inpainting's ``x_T`` have the latents' shape ``data_shape`` (``starting_noise``
+draws it), while ``x_0`` inputs, ``mask`` and every returned ``x_0`` are images of ``pixel_shape`` (the
+decoder runs in the graph); ``decode`` maps latents (a trajectory's steps) to images.
 
 ``open_sampler(path, backend)`` picks one: ``backend`` is ``"tf"`` or ``"onnx"``.
 Both read what the export bakes in through :mod:`tfddim.export.layout` (``manifest``:
@@ -83,10 +88,18 @@ class _CheckedSampler(abc.ABC):
     # What the SavedModel's graph checks (tfddim.export.saved_model.SamplerModule._checked), checked here first,
     # with a ValueError naming the argument: the ONNX graphs cannot assert, and a request refused here costs no
     # graph call.
+    @property
+    def pixel_shape(self) -> tuple:
+        """[H, W, C] of the returned images: a latent export's decoded shape, else ``data_shape``."""
+        return self.manifest.pixel_shape
+
     def _x(self, x, name):
+        """A checked image input: ``data_shape`` (the latents of a latent export), pixels for a latent export's ``x_0``."""
         x = np.asarray(x, np.float32)
-        if x.ndim != len(self.data_shape) + 1 or tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"{name} must have shape [B, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}")
+        shape = tuple(self.manifest.input_shape(name)[1:]) if name in layout.IMAGE_INPUTS else self.data_shape
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            what = " (pixels)" if self.manifest.latent is not None and name in layout.PIXEL_INPUTS else ""
+            raise ValueError(f"{name} must have shape [B, {', '.join(map(str, shape))}]{what}, got {list(x.shape)}")
         if x.shape[0] < 1:
             raise ValueError(f"{name} must have a batch of at least 1 sample, got shape {list(x.shape)}")
         if self.max_batch is not None and x.shape[0] > self.max_batch:
@@ -210,6 +223,11 @@ class _CheckedSampler(abc.ABC):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or Inf")
         return arr
+
+    def _latents_of(self, x):
+        """A shape template ``[B, *data_shape]`` for the noise of a request on ``x``: x itself, or in a latent
+        export (whose ``x_0`` is pixels) zeros of the latents' shape."""
+        return x if tuple(x.shape[1:]) == self.data_shape else np.zeros((len(x), *self.data_shape), np.float32)
 
     def _mask(self, mask, x):
         m = self._like(mask, "mask", x)
@@ -369,10 +387,12 @@ class _CheckedSampler(abc.ABC):
         cond = self._cond(labels, guidance_scale, len(x), low_res)
         if seeded:
             return self._call("edit", x_0=x, strength=st, num_steps=s, eta=eta, seed=seed, **cond)["x_0"]
-        z = self._seeded_start(seed, x) if start_noise is None else self._like(start_noise, "start_noise", x)
+        lat = self._latents_of(x)  # a latent export's start and step noise are latents
+        image = "x_0" if lat is x else "the latents"
+        z = self._seeded_start(seed, lat) if start_noise is None else self._like(start_noise, "start_noise", lat, image)
         if noise is None:
-            noise = self._seeded_noise(None, seed, s, x) if eta > 0 else np.zeros((0, *x.shape), np.float32)
-        inputs = dict(x_0=x, strength=st, num_steps=s, eta=eta, start_noise=z, noise=self._noise(noise, s, eta, x))
+            noise = self._seeded_noise(None, seed, s, lat) if eta > 0 else np.zeros((0, *lat.shape), np.float32)
+        inputs = dict(x_0=x, strength=st, num_steps=s, eta=eta, start_noise=z, noise=self._noise(noise, s, eta, lat))
         return self._call("edit_with_noise", **inputs, **cond)["x_0"]
 
     def inpaint(self, x_0, mask, num_steps: int, eta: float = 0.0, seed: int = 0, x_T=None, noise=None,
@@ -394,10 +414,17 @@ class _CheckedSampler(abc.ABC):
         cond = self._cond(labels, guidance_scale, len(x), low_res)
         if seeded:
             return self._call("inpaint", x_0=x, mask=m, num_steps=s, eta=eta, seed=seed, **cond)["x_0"]
-        start = self._seeded_start(seed, x) if x_T is None else self._like(x_T, "x_T", x)
-        z = self._noise_all_steps(self._seeded_noise(noise, seed, s, x), s, x)
+        lat = self._latents_of(x)
+        start = self._seeded_start(seed, lat) if x_T is None else self._like(x_T, "x_T", lat,
+                                                                               "x_0" if lat is x else "the latents")
+        z = self._noise_all_steps(self._seeded_noise(noise, seed, s, lat), s, lat)
         inputs = dict(x_0=x, mask=m, num_steps=s, eta=eta, x_T=start, noise=z)
         return self._call("inpaint_with_noise", **inputs, **cond)["x_0"]
+
+    def decode(self, z_0) -> np.ndarray:
+        """A latent export's decoder: latents ``[B, *data_shape]`` (``z_0``, a trajectory's steps) → images."""
+        self._missing("decode")
+        return self._call("decode", z_0=self._x(z_0, "z_0"))["x_0"]
 
     def starting_noise(self, n: int, seed: int) -> np.ndarray:
         """n starting latents x_T ~ N(0, I) from ``seed`` (numpy; the same whatever the batching later)."""

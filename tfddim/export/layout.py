@@ -86,6 +86,12 @@ key                      JSON value                         meaning
                                                             ``schedule`` and ``model_config``, and the
                                                             upsampler's ``low_res_t``; the other keys describe
                                                             the upsampler
+``latent``               object or null                     a latent diffusion export (:mod:`tfddim.export.latent`):
+                                                            ``pixel_shape`` [H, W, C] of the decoded images,
+                                                            ``scale_factor`` (latents are E(x)·scale_factor) and
+                                                            the autoencoder's ``model_config``; ``data_shape`` is
+                                                            the latent's; ``x_0`` and ``mask`` inputs and ``x_0``
+                                                            outputs are pixels, ``z_0`` outputs latents
 ======================== ================================== ===================================================
 
 Format versions of ``export.json``:
@@ -125,6 +131,7 @@ from tfddim.diffusion.spacing import GRAPH_SPACINGS, Spacing
 __all__ = [
     "ASSETS_DIR", "EXPORT_JSON", "SCHEDULE_JSON", "MODEL_CONFIG_JSON", "CLASSIFIER_CONFIG_JSON", "METADATA_JSON",
     "WARMUP_REQUESTS", "ONNX_DIR", "ONNX_MANIFEST", "SAVED_MODEL_PB", "FORMAT_VERSION", "ONNX_FORMAT", "IMAGE_INPUTS",
+    "PIXEL_INPUTS", "LatentStage",
     "input_shape",
     "ExportLayout", "GuidanceKind", "ExportConditioning", "ExportManifest", "OnnxGraph", "OnnxManifest",
     "schedule_sha256", "write_json", "write_export_assets", "write_manifest", "read_manifest",
@@ -153,7 +160,7 @@ _FORMAT1_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sam
                     "encode": "ddim_inversion", "predict_x0": "network"}
 # Format-2 keys added after format 2 was first written: absent, they read as None.
 _OPTIONAL_KEYS = ("max_batch", "ode_methods", "ode_spacings", "ddpm_variances", "xla", "low_res_shape", "low_res_t",
-                  "upsample_strength", "cascade")
+                  "upsample_strength", "cascade", "latent")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -213,19 +220,24 @@ class ExportLayout:
         return os.path.join(self.onnx_dir, onnx_graph_file(signature))
 
 
-# The image input of each signature (``x_T``, ``x_0`` of ``encode``, ``x_t`` of ``predict_x0``), and the inputs
-# shaped like it (``inpaint``'s ``mask``, ``edit_with_noise``'s ``start_noise``).
-IMAGE_INPUTS = ("x_T", "x_0", "x_t", "mask", "start_noise")
+# The image input of each signature (``x_T``, ``x_0`` of ``encode``, ``x_t`` of ``predict_x0``, ``z_0`` of a latent
+# export's ``decode``), and the inputs shaped like it (``inpaint``'s ``mask``, ``edit_with_noise``'s ``start_noise``).
+IMAGE_INPUTS = ("x_T", "x_0", "x_t", "mask", "start_noise", "z_0")
+# A latent export's inputs that are pixels [B, *pixel_shape]; its other image inputs are latents [B, *data_shape].
+PIXEL_INPUTS = ("x_0", "mask")
 
 
-def input_shape(name: str, data_shape, low_res_shape=None, cascade_shape=None) -> list:
+def input_shape(name: str, data_shape, low_res_shape=None, cascade_shape=None, pixel_shape=None) -> list:
     """The shape a signature input must have (None: any size): images [B, H, W, C], ``noise`` [S, B, H, W, C],
-    ``low_res`` [B, h, w, C] (``low_res_shape``), ``labels`` and ``t`` [B], everything else a scalar.
+    ``low_res`` [B, h, w, C] (``low_res_shape``), ``labels`` and ``t`` [B], everything else a scalar; in a
+    latent export (``pixel_shape``) ``x_0`` and ``mask`` are pixels [B, *pixel_shape].
 
     The SavedModel declares its inputs with unknown shapes and checks these in the graph
     (:mod:`tfddim.export.saved_model`); the ONNX graphs declare them (:mod:`tfddim.export.onnx`).
     """
     data_shape = [int(d) for d in data_shape]
+    if pixel_shape is not None and name in PIXEL_INPUTS:
+        return [None, *[int(d) for d in pixel_shape]]
     if cascade_shape is not None:  # a cascade: x_T and noise are the base stage's, the *_upsample ones the output's
         if name in ("x_T_upsample", "noise_upsample"):
             return input_shape(name[: -len("_upsample")], data_shape)
@@ -442,6 +454,35 @@ class CascadeStage:
 
 
 @dataclasses.dataclass(frozen=True)
+class LatentStage:
+    """``export.json: latent``: the autoencoder of a latent diffusion export (:mod:`tfddim.export.latent`)."""
+
+    pixel_shape: Tuple[int, ...]
+    scale_factor: float
+    model_config: Mapping
+
+    def __post_init__(self):
+        where, key = EXPORT_JSON, "latent"
+        scale = self.scale_factor
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            _fail(where, f"{key}.scale_factor", f"must be a finite number > 0, got {scale!r}")
+        if not isinstance(self.model_config, Mapping):
+            _fail(where, f"{key}.model_config", f"must be an object, got {self.model_config!r}")
+        _set(self, pixel_shape=_shape(self.pixel_shape, where, f"{key}.pixel_shape"), scale_factor=float(scale))
+
+    def to_json(self) -> dict:
+        return {"pixel_shape": list(self.pixel_shape), "scale_factor": self.scale_factor,
+                "model_config": dict(self.model_config)}
+
+    @classmethod
+    def from_json(cls, data) -> "LatentStage":
+        keys = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping) or set(data) != set(keys):
+            _fail(EXPORT_JSON, "latent", f"must be an object with keys {keys}, got {data!r}")
+        return cls(**{k: data[k] for k in keys})
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportManifest:
     """``assets.extra/export.json``: what an exported sampler bakes in (the module docstring's table).
 
@@ -471,6 +512,7 @@ class ExportManifest:
     low_res_t: Optional[int] = None
     upsample_strength: Optional[float] = None
     cascade: Optional[CascadeStage] = None
+    latent: Optional[LatentStage] = None
 
     def __post_init__(self):
         where = EXPORT_JSON
@@ -499,6 +541,8 @@ class ExportManifest:
              upsample_strength=_optional_strength(self.upsample_strength, where))
         if self.cascade is not None and not isinstance(self.cascade, CascadeStage):
             _set(self, cascade=CascadeStage.from_json(self.cascade))
+        if self.latent is not None and not isinstance(self.latent, LatentStage):
+            _set(self, latent=LatentStage.from_json(self.latent))
         if (self.low_res_shape is None) != (self.low_res_t is None):
             _fail(where, "low_res_t", "and low_res_shape must be given together (a super-resolution export)")
         if ("sample_ddpm" in signatures) != (self.ddpm_variances is not None):
@@ -515,6 +559,17 @@ class ExportManifest:
     def num_classes(self) -> Optional[int]:
         """The label range of the ``labels`` inputs (``conditioning.num_classes``)."""
         return self.conditioning.num_classes
+
+    @property
+    def pixel_shape(self) -> Tuple[int, ...]:
+        """[H, W, C] of the images the export returns: the latent's decoded shape, else ``data_shape``."""
+        return self.data_shape if self.latent is None else self.latent.pixel_shape
+
+    def input_shape(self, name: str) -> list:
+        """The shape input ``name`` of this export's signatures must have (:func:`input_shape`)."""
+        cascade = None if self.cascade is None else self.cascade.data_shape
+        pixels = None if self.latent is None else self.latent.pixel_shape
+        return input_shape(name, self.data_shape, self.low_res_shape, cascade, pixels)
 
     def to_json(self) -> dict:
         """The JSON object written as ``export.json``, always in the current format (plain values; enums as
@@ -543,6 +598,7 @@ class ExportManifest:
             "low_res_t": self.low_res_t,
             "upsample_strength": self.upsample_strength,
             "cascade": None if self.cascade is None else self.cascade.to_json(),
+            "latent": None if self.latent is None else self.latent.to_json(),
         }
 
     @classmethod

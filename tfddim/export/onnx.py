@@ -14,6 +14,8 @@
 - ``sample_trajectory.onnx``: the inputs of ``sample_with_noise`` → ``x_0``, ``x_steps`` and ``x0_steps``
   ([S,B,H,W,C] each: x after each step and the jumping prediction x̂₀ at each step).
 - ``encode.onnx``: ``x_0``, ``num_steps`` (+ labels, guidance_scale) → ``x_T``.
+- ``decode.onnx`` (latent exports, :mod:`tfddim.export.latent`): ``z_0`` [B,h,w,c] → ``x_0`` [B,H,W,C]; the other
+  graphs of a latent export take latent ``x_T`` and ``noise`` and return pixels ``x_0`` and latents ``z_0``.
 - the ONNX manifest (:class:`tfddim.export.layout.OnnxManifest`, which writes and reads it):
   input/output names, dtypes and shapes, the opset, converter versions and the
   SavedModel's manifest (spacing, clipping, T, ...).
@@ -52,7 +54,7 @@ __all__ = ["ONNX_SIGNATURES", "DEFAULT_OPSET", "export_onnx", "convert_signature
 # sample_dpmpp_2m has no ONNX graph of its own any more: sample_ode runs it (method dpmpp_2m), and each
 # converted loop costs about a minute of tf2onnx on the digits network.
 ONNX_SIGNATURES = ("sample_with_noise", "sample_ode", "sample_ddpm", "sample_trajectory", "encode", "edit_with_noise",
-                   "inpaint_with_noise")
+                   "inpaint_with_noise", "decode")
 DEFAULT_OPSET = 17
 
 
@@ -96,9 +98,7 @@ def convert_signature(saved_model_dir: str, signature: str, opset: int = DEFAULT
     # The SavedModel declares its inputs with unknown shapes (its graph checks them); tf2onnx would take such a
     # placeholder for a scalar, so it is given the shape each input must have.
     manifest = layout.read_manifest(saved_model_dir)
-    cascade = None if manifest.cascade is None else manifest.cascade.data_shape
-    shapes = {f"{key.lower()}:0": layout.input_shape(key, manifest.data_shape, manifest.low_res_shape, cascade)
-              for key in keys}
+    shapes = {f"{key.lower()}:0": manifest.input_shape(key) for key in keys}
     model, _ = convert.from_graph_def(graph_def, name=signature, input_names=inputs, output_names=outputs,
                                       opset=opset, tensors_to_rename=renames,
                                       shape_override={name: shape for name, shape in shapes.items() if name in inputs})
@@ -191,11 +191,12 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
     manifest = layout.read_manifest(version_dir)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *data_shape)).astype(np.float32)
+    pixels = np.tanh(x) if manifest.latent is None else rng.uniform(-1, 1, (2, *manifest.pixel_shape)).astype(np.float32)
     noise = rng.standard_normal((2, 2, *data_shape)).astype(np.float32)
     cond = {} if num_classes is None else {"labels": np.zeros([2], np.int32), "guidance_scale": np.float32(1.0)}
     if manifest.low_res_shape is not None:
         cond["low_res"] = rng.uniform(-1, 1, (2, *manifest.low_res_shape)).astype(np.float32)
-    mask = (rng.uniform(size=(2, *data_shape)) < 0.5).astype(np.float32)
+    mask = (rng.uniform(size=pixels.shape) < 0.5).astype(np.float32)
     feeds = {
         "sample_with_noise": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
         # Every candidate solver's update runs at every step whatever `method` picks (solvers/select.py), so one
@@ -208,11 +209,12 @@ def check_onnx(version_dir: str, loaded_saved_model, data_shape, num_classes) ->
         "sample_ddpm": dict(x_T=x, num_steps=np.int32(2), variance=np.int32(len(manifest.ddpm_variances or ()) - 1),
                             noise=noise, **cond),
         "sample_trajectory": dict(x_T=x, num_steps=np.int32(2), eta=np.float32(0.5), noise=noise, **cond),
-        "encode": dict(x_0=x, num_steps=np.int32(2), **cond),
-        "edit_with_noise": dict(x_0=np.tanh(x), strength=np.float32(0.7), num_steps=np.int32(3), eta=np.float32(0.5),
+        "encode": dict(x_0=x if manifest.latent is None else pixels, num_steps=np.int32(2), **cond),
+        "edit_with_noise": dict(x_0=pixels, strength=np.float32(0.7), num_steps=np.int32(3), eta=np.float32(0.5),
                                 start_noise=x, noise=rng.standard_normal((3, 2, *data_shape)).astype(np.float32), **cond),
-        "inpaint_with_noise": dict(x_0=np.tanh(x), mask=mask, num_steps=np.int32(2), eta=np.float32(0.5), x_T=x,
+        "inpaint_with_noise": dict(x_0=pixels, mask=mask, num_steps=np.int32(2), eta=np.float32(0.5), x_T=x,
                                    noise=noise, **cond),
+        "decode": dict(z_0=x),
     }
     worst = 0.0
     written = layout.read_onnx_manifest(version_dir).graphs

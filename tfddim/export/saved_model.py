@@ -95,7 +95,7 @@ ONNX_TOLERANCE = 1e-4
 SIGNATURE_METHODS = {"serving_default": "ddim", "sample_with_noise": "ddim", "sample_dpmpp_2m": "dpmpp_2m",
                      "encode": "ddim_inversion", "predict_x0": "network", "sample_ode": "ode", "sample_ddpm": "ddpm",
                      "sample_trajectory": "ddim", "edit": "ddim", "edit_with_noise": "ddim", "inpaint": "ddim",
-                     "inpaint_with_noise": "ddim"}
+                     "inpaint_with_noise": "ddim", "decode": "decoder"}
 
 # ``sample_ode``'s choices, by index (``export.json: ode_methods, ode_spacings``): every deterministic solver
 # (DDIM at η = 0) and every spacing the graph computes.
@@ -510,6 +510,9 @@ class SamplerModule(tf.Module):
             "predict_x0": (predict_x0, [f32("x_t"), i32("t"), *(extra[:1] if network_conditional else []),
                                         *([f32("low_res")] if self.low_res_shape is not None else [])]),
         }
+        # The Python functions and input specs, untracked: a wrapping module (a latent export's) traces them into
+        # its own signatures, so the loops are inlined once rather than called as a second saved function.
+        object.__setattr__(self, "signature_functions", specs)
         return {name: tf.function(fn, input_signature=sig).get_concrete_function() for name, (fn, sig) in specs.items()}
 
     def generate(self, x_T, timesteps, eta, cond: Conditioning, seed=None, noise=None, step_offset=0):
@@ -641,15 +644,35 @@ def _keras_config(model) -> dict:
     return {"class_name": type(model).__name__, "config": model.get_config()}
 
 
-def _write_assets(path: str, module: SamplerModule, metadata: Optional[dict]) -> None:
+def _manifest_of(module) -> layout.ExportManifest:
+    """``export.json`` of a :class:`SamplerModule`, or of a :class:`~tfddim.export.latent.LatentModule` around one."""
+    if isinstance(module, SamplerModule):
+        return export_manifest(module)
+    from tfddim.export.latent import latent_manifest
+
+    return latent_manifest(module, export_manifest(module.sampler))
+
+
+def _module(network, schedule, data_shape, options, classifier=None, autoencoder=None, scale_factor=None):
+    """The module to save: a :class:`SamplerModule`, wrapped in a :class:`~tfddim.export.latent.LatentModule`
+    when an autoencoder is given (a latent diffusion model)."""
+    sampler = SamplerModule(network, schedule, data_shape, options, classifier=classifier)
+    if autoencoder is None:
+        return sampler
+    from tfddim.export.latent import LatentModule
+
+    return LatentModule(sampler, autoencoder, scale_factor)
+
+
+def _write_assets(path: str, module, metadata: Optional[dict]) -> None:
     """The assets folder, through :func:`tfddim.export.layout.write_export_assets` (the one writer of its files)."""
     layout.write_export_assets(
-        layout.ExportLayout(path), export_manifest(module), model_config=_keras_config(module.network),
+        layout.ExportLayout(path), _manifest_of(module), model_config=_keras_config(module.network),
         schedule_config=json.loads(module.schedule_json), metadata=metadata,
         classifier_config=None if module.classifier is None else _keras_config(module.classifier))
 
 
-def _check(path: str, module: SamplerModule):
+def _check(path: str, module):
     """Reload the written SavedModel and run one small sample; it must match the in-memory module."""
     loaded = tf.saved_model.load(path)
     x = tf.random.stateless_normal([2, *module.data_shape], seed=[0, 1])
@@ -679,7 +702,7 @@ def _check_finite_weights(model, what: str) -> None:
 def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, version: int = 1,
                        options: ExportOptions = ExportOptions(), metadata: Optional[dict] = None,
                        overwrite: bool = False, onnx: bool = False, warmup: Optional[bool] = None,
-                       classifier=None, onnx_signatures=None) -> str:
+                       classifier=None, onnx_signatures=None, autoencoder=None, scale_factor=None) -> str:
     """Write ``base_dir/<version>/`` atomically and return its path (see the module docstring).
 
     Crash safety: a model server polling ``base_dir`` sees a version folder only when it is a complete
@@ -697,6 +720,9 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
             guidance (its gradient, in the graph) with ``labels`` and ``guidance_scale`` = s.
         warmup: write TF Serving warmup requests; ``None`` writes them when
             ``tensorflow-serving-api`` is installed (and says so when it is not).
+        autoencoder, scale_factor: a latent diffusion model's first stage (:class:`tfddim.models.Autoencoder`
+            and the run's 1/std of its latents): ``network`` samples latents of ``data_shape`` and the export
+            decodes them in the graph (:mod:`tfddim.export.latent`).
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
@@ -708,8 +734,10 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
     _check_finite_weights(network, "network")
     if classifier is not None:
         _check_finite_weights(classifier, "classifier")
+    if autoencoder is not None:
+        _check_finite_weights(autoencoder, "autoencoder")
     os.makedirs(base_dir, exist_ok=True)
-    module = SamplerModule(network, schedule, data_shape, options, classifier=classifier)
+    module = _module(network, schedule, data_shape, options, classifier, autoencoder, scale_factor)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=base_dir)
     try:
         tf.saved_model.save(module, tmp, signatures=module.serving_signatures)
@@ -723,13 +751,13 @@ def export_saved_model(network, schedule: Schedule, data_shape, base_dir: str, v
         if warmup:
             serving_warmup.write_warmup_requests(tmp, os.path.basename(os.path.normpath(base_dir)),
                                                  module.data_shape, module.num_classes, module.network_classes is not None,
-                                                 module.low_res_shape)
+                                                 module.low_res_shape, getattr(module, "pixel_shape", None))
         if onnx:
             source = tmp
             if options.xla:  # tf2onnx cannot convert a jit_compile function: convert an uncompiled twin
                 source = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-plain-", dir=base_dir)
-                plain = SamplerModule(network, schedule, data_shape, dataclasses.replace(options, xla=False),
-                                      classifier=classifier)
+                plain = _module(network, schedule, data_shape, dataclasses.replace(options, xla=False), classifier,
+                                autoencoder, scale_factor)
                 tf.saved_model.save(plain, source, signatures=plain.serving_signatures)
                 _write_assets(source, plain, metadata)
             try:

@@ -30,16 +30,18 @@ def available() -> bool:
 
 
 def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: Optional[bool] = None,
-                  low_res_shape=None) -> Dict[str, Dict[str, np.ndarray]]:
+                  low_res_shape=None, pixel_shape=None) -> Dict[str, Dict[str, np.ndarray]]:
     """The inputs of one small request per signature (batch 1, num_steps 2).
 
     ``network_conditional``: ``predict_x0`` takes labels (default: whenever there are classes;
     False for an unconditional network exported with a guidance classifier). ``low_res_shape``: a
-    super-resolution export's [h, w, C] (every signature then takes ``low_res``).
+    super-resolution export's [h, w, C] (every signature then takes ``low_res``). ``pixel_shape``: a latent
+    export's decoded [H, W, C] (``x_0`` and ``mask`` inputs are pixels; it adds ``decode``).
     """
     if network_conditional is None:
         network_conditional = num_classes is not None
     x = np.zeros((1, *data_shape), np.float32)
+    pixels = x if pixel_shape is None else np.zeros((1, *pixel_shape), np.float32)
     steps = np.int32(2)
     cond = {} if num_classes is None else {"labels": np.zeros([1], np.int32), "guidance_scale": np.float32(1.0)}
     low = {} if low_res_shape is None else {"low_res": np.zeros((1, *low_res_shape), np.float32)}
@@ -55,27 +57,30 @@ def warmup_inputs(data_shape, num_classes: Optional[int], network_conditional: O
                             **cond),
         "sample_trajectory": dict(x_T=x, num_steps=steps, eta=np.float32(0.0), noise=np.zeros((0, 1, *data_shape), np.float32),
                                   **cond),
-        "encode": dict(x_0=x, num_steps=steps, **cond),
-        "edit": dict(x_0=x, strength=np.float32(0.5), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
-        "edit_with_noise": dict(x_0=x, strength=np.float32(0.5), num_steps=steps, eta=np.float32(1.0), start_noise=x,
+        "encode": dict(x_0=pixels, num_steps=steps, **cond),
+        "edit": dict(x_0=pixels, strength=np.float32(0.5), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
+        "edit_with_noise": dict(x_0=pixels, strength=np.float32(0.5), num_steps=steps, eta=np.float32(1.0), start_noise=x,
                                 noise=noise, **cond),
-        "inpaint": dict(x_0=x, mask=np.ones_like(x), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0), **cond),
-        "inpaint_with_noise": dict(x_0=x, mask=np.ones_like(x), num_steps=steps, eta=np.float32(0.0), x_T=x,
+        "inpaint": dict(x_0=pixels, mask=np.ones_like(pixels), num_steps=steps, eta=np.float32(0.0), seed=np.int64(0),
+                        **cond),
+        "inpaint_with_noise": dict(x_0=pixels, mask=np.ones_like(pixels), num_steps=steps, eta=np.float32(0.0), x_T=x,
                                    noise=noise, **cond),
         "predict_x0": dict(x_t=x, t=np.zeros([1], np.int32), **({"labels": cond["labels"]} if network_conditional else {}),
                            **low),
+        **({} if pixel_shape is None else {"decode": dict(z_0=x)}),
     }
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, data_shape, num_classes: Optional[int],
-                          network_conditional: Optional[bool] = None, low_res_shape=None) -> str:
+                          network_conditional: Optional[bool] = None, low_res_shape=None, pixel_shape=None) -> str:
     """Write the warmup requests file (:attr:`~tfddim.export.layout.ExportLayout.warmup_requests`); return its path."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = layout.ExportLayout(saved_model_dir).warmup_requests
     with tf.io.TFRecordWriter(path) as writer:
-        for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional, low_res_shape).items():
+        for signature, inputs in warmup_inputs(data_shape, num_classes, network_conditional, low_res_shape,
+                                                      pixel_shape).items():
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
             for key, value in inputs.items():

@@ -16,14 +16,15 @@ import inspect
 
 import keras
 
+from tfddim.models.autoencoder import Autoencoder
 from tfddim.models.classifier import NoisyClassifier
 from tfddim.models.embedding import timestep_embedding
 from tfddim.models.mlp import MLP
 from tfddim.models.unet import UNet
 
-__all__ = ["UNet", "MLP", "NoisyClassifier", "timestep_embedding", "build", "MODELS"]
+__all__ = ["Autoencoder", "UNet", "MLP", "NoisyClassifier", "timestep_embedding", "build", "MODELS"]
 
-MODELS = {"UNet": UNet, "MLP": MLP, "NoisyClassifier": NoisyClassifier}
+MODELS = {"UNet": UNet, "MLP": MLP, "NoisyClassifier": NoisyClassifier, "Autoencoder": Autoencoder}
 
 # Base-layer keys that get_config() adds; accepted so build({"class_name": ..., "config": m.get_config()}) works.
 _BASE_KEYS = {"name", "trainable", "dtype"}
