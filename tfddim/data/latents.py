@@ -3,9 +3,11 @@
 The encoder runs once over the split (:func:`encode_moments`: μ(x) and σ(x) per example, cached in
 memory); every batch then draws z = μ + σ·ε afresh, as LDM's ``get_first_stage_encoding`` samples the
 posterior at every step, and scales it by ``scale_factor`` (1/std of the latents, stored by the
-autoencoder run) to unit variance. Caching the moments instead of encoding each batch: on the 2-core
-machine the MNIST encoder costs as much per batch as the latent network's training step (README, "Latent
-diffusion"), and the cached moments of 4,000 digits take 1.6 MB.
+autoencoder run) to unit variance. Caching the moments instead of encoding each batch, measured on the
+2-core machine for ``mnist_ldm``: encoding the 4,000 training digits once took 2.8 s (the run's
+``autoencoder.encode_seconds``), 0.7 ms a digit, so encoding on the fly would add about 45 ms to each
+341 ms training step of a batch of 64 (13 %, or 135 s over the 3,000 steps against 2.8 s once); the
+cached moments of 4,000 digits take 1.6 MB.
 
 Batches are ``(z, label)`` (``[B, h, w, c]`` float32, int32 ``[B]``), shuffled with ``config.seed`` and
 repeated when training; ε is stateless, seeded by (``config.seed``, batch index), so the stream depends
