@@ -5,7 +5,9 @@ the pixel U-Net of ``mnist_pixel``), timed side by side in one process on one fi
 rounds (median of the rounds), so the machine's load hits all three alike. The pixel run's step budget for
 equal CPU time is then (t_vae·steps_vae + t_ldm·steps_ldm) / t_pixel.
 
-``--eval``: each exported model (``saved_models/mnist_ldm/1``, ``saved_models/mnist_pixel/1``) samples ``--n``
+``--eval``: each exported model (``<models-dir>/mnist_ldm/1``, ``<models-dir>/mnist_pixel/1``; the pixel model is not
+shipped: ``tfddim train --config mnist_pixel``, ``tfddim export runs/mnist_pixel --name mnist_pixel --base-dir
+runs/exports``, then ``mnist_ldm`` copied or linked there) samples ``--n``
 digits (labels cycling 0–9, DPM-Solver++(2M) on trailing spacing, ``--steps``, classifier-free
 guidance w ∈ ``--scales``); FID against the 1,000 held-out digits with the MNIST evaluation classifier, the
 noise floor (1,000 training digits), the classifier's accuracy on the asked labels, and the sampling time per
@@ -63,7 +65,8 @@ def time_steps(rounds: int = 3, steps: int = 15) -> dict:
     return {name: statistics.median(v) for name, v in times.items()} | {"rounds": rounds, "steps_per_round": steps}
 
 
-def evaluate(n: int, steps: int, scales, models=("mnist_ldm", "mnist_pixel"), batch: int = 250) -> dict:
+def evaluate(n: int, steps: int, scales, models=("mnist_ldm", "mnist_pixel"), models_dir: str = "saved_models",
+             batch: int = 250) -> dict:
     from tfddim.data import load_mnist
     from tfddim.evaluation import metrics
     from tfddim.evaluation.features import DigitsFeatureNet
@@ -76,7 +79,7 @@ def evaluate(n: int, steps: int, scales, models=("mnist_ldm", "mnist_pixel"), ba
     out = {"floor_fid": float(metrics.fid(net.features(train[:1000]), reference)), "n": n, "steps": steps, "models": {}}
     labels = np.arange(n) % 10
     for name in models:
-        sampler = open_sampler(os.path.join("saved_models", name, "1"), "tf")
+        sampler = open_sampler(os.path.join(models_dir, name, "1"), "tf")
         x_T = sampler.starting_noise(n, 0)
         sampler.sample_ode(x_T[:8], 2, "dpmpp_2m", "trailing", labels=labels[:8])  # warm-up
         rows = []
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--models", type=lambda s: s.split(","), default=["mnist_ldm", "mnist_pixel"])
+    parser.add_argument("--models-dir", default="saved_models",
+                        help="where the exports are (mnist_pixel is not shipped: export it to runs/exports)")
     parser.add_argument("--scales", type=lambda s: [float(v) for v in s.split(",")], default=[1.0, 2.0])
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
@@ -116,7 +121,7 @@ def main() -> None:
         result["step_seconds"] = time_steps()
         print(result["step_seconds"])
     if args.eval:
-        evaluation = evaluate(args.n, args.steps, args.scales, args.models)
+        evaluation = evaluate(args.n, args.steps, args.scales, args.models, args.models_dir)
         old = result.get("evaluation", {}).get("models", {})
         evaluation["models"] = {**old, **evaluation["models"]}
         result["evaluation"] = evaluation
