@@ -306,4 +306,11 @@ def load(name_or_path: str, overrides=(), kind=RunConfig):
             raw = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"config {path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return from_dict(apply_overrides(raw, overrides), kind)
+    raw = apply_overrides(raw, overrides)
+    is_autoencoder = isinstance(raw, dict) and isinstance(raw.get("model"), dict) and \
+        raw["model"].get("class_name") == "Autoencoder"
+    if kind is RunConfig and is_autoencoder:
+        raise ValueError(f"config {path} describes an Autoencoder: train it with tfddim train-autoencoder")
+    if kind is not RunConfig and isinstance(raw, dict) and "diffusion" in raw and not is_autoencoder:
+        raise ValueError(f"config {path} describes a diffusion model: train it with tfddim train")
+    return from_dict(raw, kind)

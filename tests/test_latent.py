@@ -321,6 +321,12 @@ def test_latent_configs_refuse_pixel_augmentations_and_a_changed_autoencoder(lat
 
     with pytest.raises(ValueError, match="random_flip"):
         run_config.load("mnist_ldm", ["data.random_flip=true"])
+    with pytest.raises(ValueError, match="describes an Autoencoder: train it with tfddim train-autoencoder"):
+        run_config.load("mnist_vae")
+    from tfddim.pipelines import train_autoencoder
+
+    with pytest.raises(ValueError, match="describes a diffusion model: train it with tfddim train"):
+        train_autoencoder.load("mnist_ldm")
     with pytest.raises(ValueError, match="not a finished autoencoder run"):
         from tfddim.runs import RunDir
 

@@ -24,7 +24,8 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("name", ["digits", "digits_conditional", "mixture2d", "cifar10", "imagenet64_adm"])
+@pytest.mark.parametrize("name", ["digits", "digits_conditional", "mixture2d", "cifar10", "imagenet64_adm", "mnist_ldm",
+                                  "mnist_pixel"])
 def test_shipped_configs_load_and_build(name):
     cfg = config.load(name)
     assert cfg.name == name

@@ -107,15 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a diffusion model from a config (resumes after an interruption)",
         description=(
             "Train the model a config describes with Keras fit. Configs are JSON files in pipelines/configs "
-            "(digits, digits_conditional, mixture2d, cifar10, imagenet64_adm) or a path. Running the same "
+            "(digits, digits_conditional, mixture2d, mnist_base, mnist_sr, mnist_ldm, mnist_pixel, cifar10, "
+            "imagenet64_adm, ...) or a path. Running the same "
             "command again after an interruption continues from the last completed epoch."
         ),
     )
-    train.add_argument("--config", required=True, help="a shipped config name or a path to a JSON config")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=3 (repeatable; values are JSON)")
-    train.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
-    train.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    _run_folder_arguments(train, "a shipped config name or a path to a JSON config")
     train.set_defaults(func=_run_train)
 
     export = sub.add_parser(
@@ -277,11 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
             "a latent diffusion config names the run folder in diffusion.autoencoder."
         ),
     )
-    autoencoder.add_argument("--config", required=True, help="an Autoencoder config name or path, e.g. mnist_vae")
-    autoencoder.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override a config value, e.g. --set train.epochs=3 (repeatable; values are JSON)")
-    autoencoder.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
-    autoencoder.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    _run_folder_arguments(autoencoder, "an Autoencoder config name or path, e.g. mnist_vae")
     autoencoder.set_defaults(func=_run_train_autoencoder)
 
     classifier = sub.add_parser(
@@ -316,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                help="show tracebacks and TensorFlow's logs")
     return parser
+
+
+def _run_folder_arguments(parser, config_help: str) -> None:
+    """``--config``, ``--set``, ``--runs-dir`` and ``--overwrite``: the flags of a command that trains into a run folder."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable; values are JSON)")
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
 
 
 def _writable_dir(path: str, flag: str) -> None:
