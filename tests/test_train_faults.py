@@ -48,7 +48,7 @@ def _interrupted(monkeypatch, cfg, runs_dir, before_epoch=2):
     """Train ``cfg`` until ``before_epoch`` epochs are backed up, then stop as a kill would."""
     make = train._callbacks
     with monkeypatch.context() as m:
-        m.setattr(train, "_callbacks", lambda *a: make(*a) + [_StopBefore(before_epoch)])
+        m.setattr(train, "_callbacks", lambda *a, **k: make(*a, **k) + [_StopBefore(before_epoch)])
         with pytest.raises(_Interrupt):
             train.run(cfg, runs_dir=runs_dir)
 
